@@ -1,0 +1,88 @@
+"""The in-memory dataset every loader returns: compact uint8 tensors per split.
+
+All of FER2013 is 35,887 x 48 x 48 bytes, about 83 MB, so it lives whole in
+memory (and, for training, on the training device); nothing is decoded per
+batch. Normalization statistics come from the train split only (seed 001).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+from fer_tune.constants import IMAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: `images` uint8 [N, 48, 48], `labels` int64 [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        assert self.images.dtype == torch.uint8, self.images.dtype
+        assert self.images.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE), self.images.shape
+        assert self.labels.shape == (self.images.shape[0],), self.labels.shape
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass(frozen=True)
+class FerDataset:
+    """Train/validation/test splits plus what a trainer needs to know about them.
+
+    `test` is None where the source has no labelled test split (Kaggle's
+    train.csv/test.csv variant). `mean`/`std` are of train pixels scaled to [0, 1].
+    """
+
+    train: Split
+    validation: Split
+    test: Split | None
+    classes: tuple[str, ...]
+    source: str  # a human-readable description: a path, or "synthetic(n=..., seed=...)"
+    mean: float = field(init=False)
+    std: float = field(init=False)
+
+    def __post_init__(self):
+        pixels = self.train.images.float().div_(255)
+        object.__setattr__(self, "mean", pixels.mean().item())
+        object.__setattr__(self, "std", pixels.std().item())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def splits(self) -> dict[str, Split]:
+        named = {"train": self.train, "validation": self.validation}
+        if self.test is not None:
+            named["test"] = self.test
+        return named
+
+    def fingerprint(self) -> str:
+        """A short content hash: two datasets with equal fingerprints hold the same data."""
+        digest = hashlib.sha256(",".join(self.classes).encode())
+        for name, split in self.splits().items():
+            digest.update(name.encode())
+            digest.update(split.images.contiguous().numpy().tobytes())
+            digest.update(split.labels.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        """Counts per split and class, and the normalization statistics."""
+        return {
+            "source": self.source,
+            "classes": list(self.classes),
+            "mean": round(self.mean, 4),
+            "std": round(self.std, 4),
+            "splits": {
+                name: dict(zip(self.classes, split.class_counts(self.num_classes)))
+                for name, split in self.splits().items()
+            },
+        }

@@ -1,0 +1,45 @@
+"""A name -> constructor registry (the timm pattern) for models, augmentations,
+optimizers and LR schedules."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, TypeVar
+
+from fer_tune.errors import FerTuneError
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class Registry(Generic[T]):
+    """`register` under a unique name, `create` by name, `names` lists them."""
+
+    def __init__(self, kind: str):
+        self.kind = kind  # "model", "augmentation", ... used in error messages
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        def decorator(fn: T) -> T:
+            key = name or fn.__name__
+            if key in self._entries:
+                raise ValueError(f"{self.kind} {key!r} is already registered")
+            self._entries[key] = fn
+            return fn
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise FerTuneError(
+                f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}"
+            ) from None
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
