@@ -12,6 +12,7 @@ the file, the key path, the bad value and the valid values.
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -26,16 +27,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
 
 
+REGISTRIES = {
+    "model": ("fer_tune.models", "MODELS"),
+    "augmentation": ("fer_tune.augment", "AUGMENTATIONS"),
+    "optimizer": ("fer_tune.optim", "OPTIMIZERS"),
+    "scheduler": ("fer_tune.optim", "SCHEDULERS"),
+}
+
+
 def _check_name(kind: str, value: str) -> str:
     """Validate a registry name; the registries live in torch-importing modules, so import lazily."""
-    from fer_tune import augment, models, optim
-
-    registry = {
-        "model": models.MODELS,
-        "augmentation": augment.AUGMENTATIONS,
-        "optimizer": optim.OPTIMIZERS,
-        "scheduler": optim.SCHEDULERS,
-    }[kind]
+    module, attribute = REGISTRIES[kind]
+    registry = getattr(importlib.import_module(module), attribute)
     registry.get(value)  # raises FerTuneError listing the valid names
     return value
 
@@ -163,8 +166,13 @@ class Param(Strict):
         low, high = self.values
         mid = math.sqrt(low * high) if self.kind == "loguniform" else (low + high) / 2
         if self.q:
-            mid = round(mid / self.q) * self.q
+            mid = quantize(mid, self.q)
         return int(round(mid)) if self.kind == "randint" else mid
+
+
+def quantize(value: float, step: float) -> float:
+    """`value` rounded to a multiple of `step`, without float residue (0.30000000000000004 -> 0.3)."""
+    return round(round(value / step) * step, 12)
 
 
 class SpaceFile(Strict):
@@ -185,11 +193,14 @@ class SpaceFile(Strict):
 
     def default_point(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The space's default configuration (each parameter's default), with overrides applied."""
+        overrides = overrides or {}
         point: dict[str, Any] = {"epochs": self.budget.max_epochs}
-        for param in self.space:
-            if param.is_active(point):
+        for param in self.space:  # file order: a condition only names parameters above it
+            if param.name in overrides:
+                point[param.name] = overrides[param.name]
+            elif param.is_active(point):
                 point[param.name] = param.default_value()
-        point.update(overrides or {})
+        point.update(overrides)
         return make_train_config(point, where=self.path)
 
 

@@ -46,10 +46,10 @@ def create_optimizer(params: Iterable, config: TrainConfig) -> torch.optim.Optim
 
 @dataclass
 class Schedule:
-    """A torch LR scheduler plus the moment it steps: each batch, each epoch, or on the val loss."""
+    """A torch LR scheduler plus the moment it steps: each batch, each epoch, on the val loss, or never."""
 
     scheduler: lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau | None
-    steps_on: Literal["batch", "epoch", "val_loss"]
+    steps_on: Literal["batch", "epoch", "val_loss", "never"]
 
     def after_batch(self) -> None:
         if self.steps_on == "batch":
@@ -71,7 +71,7 @@ class Schedule:
 
 @SCHEDULERS.register("none")
 def constant(optimizer, config: TrainConfig, steps_per_epoch: int) -> Schedule:
-    return Schedule(None, "epoch")
+    return Schedule(None, "never")
 
 
 @SCHEDULERS.register("plateau")

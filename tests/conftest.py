@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny learnable dataset, and an isolated cache directory."""
+
+import pytest
+import torch
+
+from fer_tune.constants import EMOTIONS, IMAGE_SIZE
+from fer_tune.data.dataset import FerDataset, Split
+
+
+def blob_split(n: int, seed: int, num_classes: int = len(EMOTIONS)) -> Split:
+    """Class k is a bright square of side 4 + 3k at a random place on a noisy background."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % num_classes
+    images = torch.randint(0, 60, (n, IMAGE_SIZE, IMAGE_SIZE), generator=generator, dtype=torch.uint8)
+    sides = 4 + 3 * labels
+    corners = (torch.rand(n, 2, generator=generator) * (IMAGE_SIZE - sides[:, None])).long()
+    for image, side, (row, col) in zip(images, sides.tolist(), corners.tolist()):
+        image[row : row + side, col : col + side] = 220
+    return Split(images, labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> FerDataset:
+    """280 train / 70 validation / 70 test images a small CNN learns in a few epochs."""
+    return FerDataset(
+        train=blob_split(280, seed=1),
+        validation=blob_split(70, seed=2),
+        test=blob_split(70, seed=3),
+        classes=EMOTIONS,
+        source="blobs",
+    )
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Parsed-data caches go to a per-session temporary folder, never ~/.cache."""
+    monkeypatch.setenv("FER_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,129 @@
+"""fit(): metrics contract, learning, determinism, exact resume, every optimizer and schedule."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from fer_tune.config import TrainConfig
+from fer_tune.optim import OPTIMIZERS, SCHEDULERS
+from fer_tune.training import class_weights, evaluate, fit, per_class_scores
+
+METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr")
+SMALL = dict(model="basic", batch_size=16, augmentation="none", dropout=0.0)
+
+
+def weights(state) -> dict:
+    return {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+def test_fit_reports_every_epoch_and_learns(tiny_data):
+    seen = []
+    history = fit(TrainConfig(**SMALL, epochs=8, lr=3e-3), tiny_data, lambda m, s: seen.append((m, s.epoch)))
+    assert [epoch for _, epoch in seen] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert history == [m for m, _ in seen]
+    for metrics in history:
+        assert set(metrics) == set(METRICS)
+        assert all(math.isfinite(v) for v in metrics.values())
+    assert max(m["val_accuracy"] for m in history) > 0.9  # the blobs are easy; chance is 1/7
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_same_seed_same_result_and_different_seed_differs(tiny_data):
+    config = TrainConfig(**{**SMALL, "augmentation": "trans10", "dropout": 0.3}, epochs=2)
+    runs = []
+    for seed in (0, 0, 1):
+        final = {}
+        fit(config.model_copy(update={"seed": seed}), tiny_data, lambda m, s: final.update(w=weights(s)))
+        runs.append(final["w"])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+@pytest.mark.parametrize("scheduler", ["cos_warm", "plateau", "onecycle"])
+def test_resume_is_exact(tiny_data, scheduler):
+    """Stopping after epoch 2 and resuming gives bit-identical weights and metrics to an unbroken run."""
+    config = TrainConfig(
+        **{**SMALL, "augmentation": "trans7", "dropout": 0.3}, mixup_alpha=0.4, scheduler=scheduler,
+        T_0=1, T_mult=2, plateau_patience=0, epochs=4,
+    )
+    saved, unbroken = {}, {}
+
+    def keep(metrics, state):
+        if state.epoch == 2:
+            saved["state"] = copy.deepcopy(state.state_dict())
+        unbroken["w"] = weights(state)
+
+    full_history = fit(config, tiny_data, keep)
+    resumed = {}
+    resumed_history = fit(config, tiny_data, lambda m, s: resumed.update(w=weights(s)), resume=saved["state"])
+    assert resumed_history == full_history
+    assert all(torch.equal(unbroken["w"][k], resumed["w"][k]) for k in unbroken["w"])
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
+def test_every_optimizer_trains(tiny_data, optimizer):
+    lr = 0.05 if optimizer == "sgd" else 3e-3
+    history = fit(TrainConfig(**SMALL, optimizer=optimizer, lr=lr, epochs=3), tiny_data)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def lrs(tiny_data, **overrides) -> list[float]:
+    """The learning rate after each epoch."""
+    return [m["lr"] for m in fit(TrainConfig(**SMALL, lr=0.01, **overrides), tiny_data)]
+
+
+def test_every_scheduler_is_registered_and_runs(tiny_data):
+    assert set(SCHEDULERS.names()) == {"none", "plateau", "step", "cos_warm", "cosine", "onecycle"}
+    for name in SCHEDULERS.names():
+        assert len(lrs(tiny_data, scheduler=name, epochs=2)) == 2
+
+
+def test_schedules_shape_the_learning_rate(tiny_data):
+    assert lrs(tiny_data, scheduler="none", epochs=2) == [0.01, 0.01]
+    assert lrs(tiny_data, scheduler="step", step_size=2, gamma=0.5, epochs=4) == pytest.approx([0.01, 0.005, 0.005, 0.0025])
+    # cos_warm(T_0=2, T_mult=1): down for two epochs, then a warm restart back to the peak.
+    warm = lrs(tiny_data, scheduler="cos_warm", T_0=2, T_mult=1, epochs=4)
+    assert warm[0] == pytest.approx(0.005) and warm[1] == pytest.approx(0.01) and warm[2] == pytest.approx(0.005)
+    cosine = lrs(tiny_data, scheduler="cosine", epochs=3)
+    assert cosine[0] > cosine[1] > cosine[2] == pytest.approx(0.0)
+    # OneCycle warms up for 30% of training (to ~0.006 after epoch 1 of 6, ~0.0099 after epoch 2), then anneals.
+    onecycle = lrs(tiny_data, scheduler="onecycle", epochs=6)
+    assert onecycle[0] < onecycle[1] <= 0.01 and onecycle[-1] < 1e-4
+    # Plateau with patience 0 and a huge lr: the val loss fails to improve at some point and lr drops.
+    plateau = lrs(tiny_data, scheduler="plateau", plateau_patience=0, plateau_factor=0.1, epochs=5)
+    assert plateau[0] == 0.01 and min(plateau) < 0.01
+
+
+def test_label_smoothing_class_weights_and_mixup_run(tiny_data):
+    history = fit(TrainConfig(**SMALL, label_smoothing=0.1, class_weights=True, mixup_alpha=0.2, epochs=2), tiny_data)
+    assert all(math.isfinite(m["train_loss"]) for m in history)
+
+
+def test_class_weights_are_inverse_frequency():
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
+    w = class_weights(labels, num_classes=4)
+    assert w[3] == 0  # absent class
+    assert w[0] * 6 == pytest.approx(w[1] * 3) == pytest.approx(w[2] * 1)
+    assert w[:3].mean() == pytest.approx(1.0)
+
+
+def test_per_class_scores_match_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(0, 5, (300,), generator=generator)
+    predicted = torch.where(torch.rand(300, generator=generator) < 0.6, truth, torch.randint(0, 5, (300,), generator=generator))
+    confusion = torch.bincount(truth * 5 + predicted, minlength=25).reshape(5, 5)
+    scores = per_class_scores(confusion)
+    assert scores["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(truth, predicted, average="macro"))
+    assert scores["recall"] == pytest.approx(list(sklearn_metrics.recall_score(truth, predicted, average=None)))
+    assert scores["precision"] == pytest.approx(list(sklearn_metrics.precision_score(truth, predicted, average=None)))
+
+
+def test_evaluate_confusion_counts_every_image(tiny_data):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7))
+    result = evaluate(model, tiny_data.validation, num_classes=7, batch_size=16)
+    assert result["confusion"].sum() == len(tiny_data.validation)
+    assert result["confusion"].diag().sum() / len(tiny_data.validation) == pytest.approx(result["accuracy"])
+    assert result["probabilities"].shape == (len(tiny_data.validation), 7)
