@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default=None, help="data source overriding the file's data.source")
     train.add_argument("--save", type=Path, default=None, help="write the final training state (a .pt file)")
     train.set_defaults(handler=cmd_train)
+
+    run = commands.add_parser("run", help="run a search-space file as a Ray Tune sweep")
+    run.add_argument("space", type=Path, help="search-space YAML file")
+    run.add_argument("--data", default=None, help="data source overriding the file's data.source")
+    run.add_argument("--name", default=None, help="sweep name (default SPACE-DATE-TIME; with --resume: the latest)")
+    run.add_argument("--num-samples", type=int, default=None, help="override budget.num_samples")
+    run.add_argument("--max-epochs", type=int, default=None, help="override budget.max_epochs")
+    run.add_argument("--address", default=None, help="join a Ray cluster (default: RAY_ADDRESS, else local Ray)")
+    run.add_argument("--storage", default=None, help="Ray storage path shared by all nodes (default results/ray)")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    run.set_defaults(handler=cmd_run)
+
+    results = commands.add_parser("results", help="print the leaderboard of a sweep")
+    results.add_argument("name", nargs="?", default=None, help="sweep name (default: the latest)")
+    results.add_argument("--top", type=int, default=10)
+    results.set_defaults(handler=cmd_results)
     return parser
 
 
@@ -141,6 +157,34 @@ def cmd_train(args) -> int:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         torch.save(final_state["state"].state_dict(), args.save)
         print(f"saved training state to {args.save}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from fer_tune.config import load_space, with_budget
+
+    space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
+    from fer_tune.search import run_sweep
+
+    sweep = run_sweep(
+        space, name=args.name, data_source=args.data, address=args.address, resume=args.resume, storage=args.storage
+    )
+    from fer_tune.results import leaderboard_markdown
+
+    print(f"\nsweep {sweep.name}: {len(sweep.trials)} trials in {sweep.wall_seconds:.0f} s; results in {sweep.out_dir}/")
+    print(leaderboard_markdown(sweep.trials, space.metric, space.mode))
+    if sweep.best is not None:
+        print(f"\nbest trial {sweep.best.trial_id}: {space.metric} {sweep.best.best_metric:.4f}")
+        print("best configuration: " + ", ".join(f"{k}={v}" for k, v in sweep.best.params.items() if v is not None))
+    return 0
+
+
+def cmd_results(args) -> int:
+    from fer_tune.results import leaderboard_markdown, load_sweep
+
+    sweep = load_sweep(args.name)
+    print(f"sweep {sweep.name}: {len(sweep.trials)} trials")
+    print(leaderboard_markdown(sweep.trials, sweep.metric, sweep.mode, args.top))
     return 0
 
 

@@ -204,6 +204,15 @@ class SpaceFile(Strict):
         return make_train_config(point, where=self.path)
 
 
+def with_budget(space: SpaceFile, num_samples: int | None = None, max_epochs: int | None = None) -> SpaceFile:
+    """The space with command-line budget overrides applied (None keeps the file's value)."""
+    updates = {k: v for k, v in (("num_samples", num_samples), ("max_epochs", max_epochs)) if v is not None}
+    for key, value in updates.items():
+        if value < 1:
+            raise FerTuneError(f"--{key.replace('_', '-')} {value}: expected a positive integer")
+    return space.model_copy(update={"budget": space.budget.model_copy(update=updates)}) if updates else space
+
+
 def make_train_config(point: dict[str, Any], where: str = "config") -> TrainConfig:
     """Validate a point of the space into a TrainConfig, or raise a one-line FerTuneError."""
     try:

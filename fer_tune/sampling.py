@@ -13,7 +13,7 @@ Both produce flat dicts of `TrainConfig` fields.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from fer_tune.config import Param, SpaceFile, quantize
 from fer_tune.errors import FerTuneError
@@ -22,28 +22,30 @@ if TYPE_CHECKING:
     import optuna
 
 
-def define_by_run(space: SpaceFile) -> Callable[["optuna.Trial"], dict[str, Any]]:
-    """The Optuna search space; returns the fixed values, as Ray's OptunaSearch expects."""
-    grid_axes = [p.name for p in space.space if p.kind == "grid"]
-    if grid_axes:
-        raise FerTuneError(
-            f"{space.path}: space.{grid_axes[0]}: grid axes need search.algorithm: grid "
-            f"(use choice to let {space.search.algorithm} sample it)"
-        )
+class define_by_run:
+    """The Optuna search space: suggests each active parameter and returns the whole point.
 
-    def sample(trial: "optuna.Trial") -> dict[str, Any]:
-        point: dict[str, Any] = {}
-        fixed: dict[str, Any] = {"epochs": space.budget.max_epochs}
-        for param in space.space:
-            if not param.is_active({**fixed, **point}):
-                continue
-            if param.kind == "fixed":
-                fixed[param.name] = param.values[0]
-            else:
-                point[param.name] = suggest(trial, param)
-        return fixed
+    A class rather than a closure: Ray pickles the searcher, this function
+    included, into every experiment checkpoint (that is what --resume reads).
+    """
 
-    return sample
+    def __init__(self, space: SpaceFile):
+        grid_axes = [p.name for p in space.space if p.kind == "grid"]
+        if grid_axes:
+            raise FerTuneError(
+                f"{space.path}: space.{grid_axes[0]}: grid axes need search.algorithm: grid "
+                f"(use choice to let {space.search.algorithm} sample it)"
+            )
+        self.space = space
+
+    def __call__(self, trial: "optuna.Trial") -> dict[str, Any]:
+        # Ray builds the config as {**values captured from trial.suggest_*, **what we return}: returning
+        # the whole point carries the fixed values and our quantized floats (0.3, not 0.30000000000000004).
+        point: dict[str, Any] = {"epochs": self.space.budget.max_epochs}
+        for param in self.space.space:
+            if param.is_active(point):
+                point[param.name] = param.values[0] if param.kind == "fixed" else suggest(trial, param)
+        return point
 
 
 def suggest(trial: "optuna.Trial", param: Param) -> Any:
@@ -53,10 +55,11 @@ def suggest(trial: "optuna.Trial", param: Param) -> Any:
     if param.kind == "randint":
         return trial.suggest_int(param.name, low, high, step=int(param.q or 1))
     if param.kind == "loguniform":
+        # Optuna refuses step together with log, so a quantized loguniform is rounded after sampling.
         value = trial.suggest_float(param.name, low, high, log=True)
-        # Optuna refuses step together with log; quantize after sampling instead.
-        return quantize(value, param.q) if param.q else value
-    return trial.suggest_float(param.name, low, high, step=param.q)
+    else:
+        value = trial.suggest_float(param.name, low, high, step=param.q)
+    return quantize(value, param.q) if param.q else value
 
 
 def grid_points(space: SpaceFile) -> list[dict[str, Any]]:

@@ -35,3 +35,19 @@ def tiny_data() -> FerDataset:
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Parsed-data caches go to a per-session temporary folder, never ~/.cache."""
     monkeypatch.setenv("FER_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def blob_csv(tmp_path_factory, tiny_data):
+    """tiny_data written as a FER2013 CSV, for commands and sweeps that take a data path."""
+    from fer_tune.data import write_fer2013_csv
+
+    splits = [(tiny_data.train, "Training"), (tiny_data.validation, "PublicTest"), (tiny_data.test, "PrivateTest")]
+    path = tmp_path_factory.mktemp("blobs") / "blobs.csv"
+    write_fer2013_csv(
+        path,
+        torch.cat([s.images for s, _ in splits]),
+        torch.cat([s.labels for s, _ in splits]),
+        [usage for s, usage in splits for _ in range(len(s))],
+    )
+    return path

@@ -1,0 +1,168 @@
+"""A sweep's tables and plots, built with pandas and matplotlib: results/<name>/.
+
+- trials.csv: one row per trial: every parameter of the space, final and best
+  metric, the epoch of the best, epochs run, stopped-early flag, status, wall time.
+- curves.csv: every reported epoch of every trial (the long table the plots use).
+- leaderboard.md: the top trials.
+- curves.png (validation accuracy per epoch: ASHA's pruning shows as short
+  lines), by_parameter.png (the metric against each parameter), parallel.png
+  (parallel coordinates of the top trials).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fer_tune.config import SpaceFile
+from fer_tune.errors import FerTuneError
+
+RESULTS_DIR = Path("results")
+CURVE_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr")
+
+
+@dataclass
+class TrialRecord:
+    """What a finished (or stopped, or failed) trial left behind, independent of Ray's types."""
+
+    trial_id: str
+    params: dict[str, Any]  # the space's parameters as this trial took them
+    curve: pd.DataFrame  # one row per epoch, CURVE_COLUMNS
+    metric: str
+    mode: str
+    max_epochs: int
+    error: str | None = None
+    wall_seconds: float = 0.0
+    path: str | None = None  # Ray's trial folder
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result, space: SpaceFile) -> "TrialRecord":
+        """From a ray.tune.Result."""
+        config = result.config or {}
+        point = config.get("point", config)
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or "epoch" not in frame:
+            curve = pd.DataFrame(columns=list(CURVE_COLUMNS))
+        else:
+            curve = frame[[c for c in CURVE_COLUMNS if c in frame]].drop_duplicates("epoch", keep="last")
+        metrics = result.metrics or {}
+        return cls(
+            trial_id=str(metrics.get("trial_id") or Path(result.path).name),
+            params={p.name: point.get(p.name) for p in space.space},
+            curve=curve.reset_index(drop=True),
+            metric=space.metric,
+            mode=space.mode,
+            max_epochs=space.budget.max_epochs,
+            error=str(result.error).strip().splitlines()[-1] if result.error else None,
+            wall_seconds=float(metrics.get("time_total_s") or 0.0),
+            path=result.path,
+        )
+
+    @property
+    def epochs(self) -> int:
+        return int(self.curve["epoch"].max()) if len(self.curve) else 0
+
+    @property
+    def best_row(self) -> pd.Series | None:
+        if not len(self.curve):
+            return None
+        values = self.curve[self.metric]
+        return self.curve.loc[values.idxmax() if self.mode == "max" else values.idxmin()]
+
+    @property
+    def best_metric(self) -> float | None:
+        row = self.best_row
+        return None if row is None else float(row[self.metric])
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        return "stopped early" if self.epochs < self.max_epochs else "completed"
+
+    def row(self) -> dict[str, Any]:
+        best = self.best_row
+        return {
+            "trial_id": self.trial_id,
+            **self.params,
+            f"final_{self.metric}": float(self.curve[self.metric].iloc[-1]) if len(self.curve) else None,
+            f"best_{self.metric}": self.best_metric,
+            "best_epoch": int(best["epoch"]) if best is not None else None,
+            "epochs": self.epochs,
+            "stopped_early": self.status == "stopped early",
+            "status": self.status,
+            "wall_seconds": round(self.wall_seconds, 2),
+            "error": self.error,
+        }
+
+
+def trials_frame(records: list[TrialRecord], metric: str, mode: str) -> pd.DataFrame:
+    frame = pd.DataFrame([r.row() for r in records])
+    return frame.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+
+
+def write_results(out_dir: Path, records: list[TrialRecord], space: SpaceFile, data_summary: dict) -> pd.DataFrame:
+    """Write every table and plot of a sweep into `out_dir`; returns the trials table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials = trials_frame(records, space.metric, space.mode)
+    trials.to_csv(out_dir / "trials.csv", index=False)
+    curves = pd.concat(
+        [r.curve.assign(trial_id=r.trial_id) for r in records if len(r.curve)] or [pd.DataFrame()],
+        ignore_index=True,
+    )
+    curves.to_csv(out_dir / "curves.csv", index=False)
+    header = f"# Sweep `{out_dir.name}` — {space.path}\n\nData: {data_summary['source']}\n\n"
+    (out_dir / "leaderboard.md").write_text(header + leaderboard_markdown(trials, space.metric, space.mode) + "\n")
+    (out_dir / "sweep.json").write_text(
+        json.dumps({"space": space.model_dump(mode="json"), "data": data_summary}, indent=2)
+    )
+    from fer_tune.plots import plot_by_parameter, plot_curves, plot_parallel
+
+    plot_curves(curves, space.metric, out_dir / "curves.png")
+    plot_by_parameter(trials, [p.name for p in space.space if p.kind != "fixed"], space.metric, out_dir / "by_parameter.png")
+    plot_parallel(trials, [p.name for p in space.space if p.kind != "fixed"], space.metric, out_dir / "parallel.png")
+    return trials
+
+
+def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int = 10) -> str:
+    """The top trials as a markdown table: rank, metric, epochs, status and every varying parameter."""
+    best = f"best_{metric}"
+    varying = [c for c in _param_columns(trials) if trials[c].nunique(dropna=True) > 1]
+    shown = trials.head(top)[["trial_id", best, "epochs", "status", *varying]].copy()
+    shown.insert(0, "rank", range(1, len(shown) + 1))
+    shown[best] = shown[best].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
+    return shown.to_markdown(index=False)
+
+
+def _param_columns(trials: pd.DataFrame) -> list[str]:
+    fixed_columns = {"trial_id", "best_epoch", "epochs", "stopped_early", "status", "wall_seconds", "error"}
+    return [c for c in trials.columns if c not in fixed_columns and not c.startswith(("final_", "best_"))]
+
+
+@dataclass
+class SavedSweep:
+    name: str
+    trials: pd.DataFrame
+    metric: str
+    mode: str
+
+
+def load_sweep(name: str | None = None) -> SavedSweep:
+    """A finished sweep's trials table (and its metric and mode) by name, or the latest sweep's."""
+    if name is None:
+        sweeps = sorted(RESULTS_DIR.glob("*/trials.csv"), key=lambda p: p.stat().st_mtime)
+        if not sweeps:
+            raise FerTuneError(f"no sweeps in {RESULTS_DIR}/: run `fer-tune run SPACE.yaml` first")
+        path = sweeps[-1]
+    else:
+        path = RESULTS_DIR / name / "trials.csv"
+        if not path.is_file():
+            known = sorted(p.parent.name for p in RESULTS_DIR.glob("*/trials.csv"))
+            raise FerTuneError(f"no sweep named {name!r} in {RESULTS_DIR}/; known: {', '.join(known) or 'none'}")
+    space = json.loads((path.parent / "sweep.json").read_text())["space"]
+    return SavedSweep(path.parent.name, pd.read_csv(path), space["metric"], space["mode"])

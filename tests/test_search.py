@@ -1,0 +1,203 @@
+"""Sweeps on real Ray (no mocks): optuna+ASHA, grid, a conditional space, resume, a 3-node cluster."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fer_tune.cli import main
+from fer_tune.config import load_space
+from fer_tune.search import run_sweep
+
+pytestmark = pytest.mark.integration
+
+FAST = """
+  model: basic
+  batch_size: 16
+  augmentation: none
+  dropout: 0.0
+"""
+
+
+@pytest.fixture
+def ray_local():
+    """One local Ray for the tests that share it (started on first use; 2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    return ray
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # results/ is relative to the working directory
+    return tmp_path
+
+
+def space_file(folder: Path, name: str, body: str):
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{body}")
+    return load_space(path)
+
+
+def trial_epochs(sweep) -> dict[str, list[int]]:
+    curves = pd.read_csv(sweep.out_dir / "curves.csv")
+    return {trial: list(group["epoch"]) for trial, group in curves.groupby("trial_id")}
+
+
+def test_optuna_asha_sweep_prunes_and_writes_results(ray_local, workdir, blob_csv, capsys):
+    space = space_file(
+        workdir,
+        "asha",
+        "search: {algorithm: optuna, seed: 1}\n"
+        "scheduler: {name: asha, grace_period: 1, reduction_factor: 2}\n"
+        "budget: {num_samples: 6, max_epochs: 4, max_concurrent: 2}\n"
+        "space:" + FAST + "  lr: {loguniform: [1.0e-5, 3.0e-2]}\n",
+    )
+    sweep = run_sweep(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
+    trials = sweep.trials
+    assert len(trials) == 6 and set(trials["status"]) <= {"completed", "stopped early"}
+    assert (trials["status"] == "stopped early").any(), "ASHA stopped no trial"
+    assert (trials["epochs"] == 4).any()
+    assert trials["stopped_early"].equals(trials["epochs"] < 4)
+    for epochs in trial_epochs(sweep).values():
+        assert epochs == list(range(1, len(epochs) + 1))
+    assert sweep.best.best_metric == pytest.approx(trials["best_val_accuracy"].max())
+    assert sweep.best.best_metric > 0.3  # learned something; chance is 1/7
+    for name in ("trials.csv", "curves.csv", "leaderboard.md", "curves.png", "by_parameter.png", "parallel.png"):
+        assert (sweep.out_dir / name).stat().st_size > 0, name
+    assert sweep.best.trial_id in (sweep.out_dir / "leaderboard.md").read_text()
+
+    capsys.readouterr()
+    assert main(["results"]) == 0  # the latest sweep by default
+    printed = capsys.readouterr().out
+    assert f"sweep {sweep.name}: 6 trials" in printed and sweep.best.trial_id in printed
+
+
+def test_grid_sweep_runs_every_point_once(ray_local, workdir, blob_csv):
+    space = space_file(
+        workdir,
+        "grid",
+        "search: {algorithm: grid}\nscheduler: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\n"
+        "space:" + FAST + "  kernel_size: {grid: [2, 3]}\n  scheduler: {grid: [plateau, cos_warm]}\n"
+        "  T_0: {grid: [1, 2], when: {scheduler: cos_warm}}\n",
+    )
+    trials = run_sweep(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0).trials
+    combos = {(k, s, None if pd.isna(t) else int(t)) for k, s, t in trials[["kernel_size", "scheduler", "T_0"]].values}
+    assert len(trials) == 6 and combos == {
+        (k, s, t) for k in (2, 3) for s, t in (("plateau", None), ("cos_warm", 1), ("cos_warm", 2))
+    }
+    assert (trials["status"] == "completed").all()
+
+
+def test_conditional_space_trains_with_the_sampled_values(ray_local, workdir, blob_csv):
+    space = space_file(
+        workdir,
+        "conditional",
+        "search: {algorithm: random, seed: 3}\nscheduler: {name: none}\nbudget: {num_samples: 6, max_epochs: 1}\n"
+        "space:" + FAST + "  scheduler: {choice: [cos_warm, step]}\n"
+        "  T_0: {choice: [3, 4], when: {scheduler: cos_warm}}\n  step_size: {choice: [5, 6], when: {scheduler: step}}\n",
+    )
+    sweep = run_sweep(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
+    assert set(sweep.trials["scheduler"]) == {"cos_warm", "step"}
+    for record in (sweep.result_grid[i] for i in range(len(sweep.result_grid))):
+        config = record.config
+        assert ("T_0" in config) == (config["scheduler"] == "cos_warm")
+        assert ("step_size" in config) == (config["scheduler"] == "step")
+        assert config.get("T_0", 3) in (3, 4) and config.get("step_size", 5) in (5, 6)
+    rows = sweep.trials
+    assert rows.loc[rows["scheduler"] == "step", "T_0"].isna().all()
+    assert rows.loc[rows["scheduler"] == "cos_warm", "step_size"].isna().all()
+
+
+def progress(trial_dir: Path) -> list[int]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
+    """SIGINT the driver while one trial is done and one is half-way; --resume finishes the sweep
+    without re-running the finished trial and continues the half-done one from its checkpoint."""
+    (workdir / "resume.yaml").write_text(
+        "name: resume\nsearch: {algorithm: optuna, seed: 0}\nscheduler: {name: none}\n"
+        "budget: {num_samples: 3, max_epochs: 8, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "space:" + FAST + "  lr: {loguniform: [1.0e-3, 3.0e-3]}\n"
+    )
+    command = [sys.executable, "-m", "fer_tune.cli", "run", "resume.yaml", "--data", str(blob_csv), "--name", "r1"]
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    driver = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    experiment = workdir / "results" / "ray" / "r1"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        runs = [progress(d) for d in sorted(experiment.glob("train_fer_cnn_*"))]
+        if any(len(r) == 8 for r in runs) and any(2 <= len(r) < 7 for r in runs):
+            break
+        time.sleep(0.2)
+    else:
+        driver.kill()
+        pytest.fail("the sweep never reached a finished and a half-done trial:\n" + driver.communicate()[0][-3000:])
+    driver.send_signal(signal.SIGINT)
+    output = driver.communicate(timeout=120)[0]
+    assert driver.returncode == 1, output[-3000:]
+    assert "interrupted; continue it with: fer-tune run resume.yaml --resume --name r1" in output
+    before = {d.name: progress(d) for d in experiment.glob("train_fer_cnn_*")}
+    finished = [name for name, epochs in before.items() if len(epochs) == 8]
+    partial = {name: epochs for name, epochs in before.items() if 0 < len(epochs) < 8}
+    assert finished and partial
+
+    resumed = subprocess.run(
+        command + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=400
+    )
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    after = {d.name: progress(d) for d in experiment.glob("train_fer_cnn_*")}
+    assert len(after) == 3 and all(epochs[-1] == 8 for epochs in after.values())
+    for name in finished:  # not re-run: no new results
+        assert after[name] == before[name]
+    for name, epochs in partial.items():  # continued from its last checkpoint, not from epoch 1
+        assert after[name][: len(epochs)] == epochs
+        assert after[name][len(epochs) :] == list(range(epochs[-1] + 1, 9))
+    trials = pd.read_csv(workdir / "results" / "r1" / "trials.csv")
+    assert len(trials) == 3 and (trials["epochs"] == 8).all()
+
+
+@pytest.fixture
+def three_node_cluster():
+    """A head and two worker nodes on this machine (ray.cluster_utils.Cluster), one CPU each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # leave the shared local instance; it restarts on next use
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 * 2**20})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_sweep_across_a_three_node_cluster(three_node_cluster, workdir, blob_csv):
+    import ray
+
+    space = space_file(
+        workdir,
+        "cluster",
+        "scheduler: {name: none}\nbudget: {num_samples: 3, max_epochs: 3, max_concurrent: 3}\nresources: {cpu: 1}\n"
+        "space:" + FAST + "  lr: {loguniform: [1.0e-3, 3.0e-3]}\n",
+    )
+    sweep = run_sweep(
+        space, data_source=str(blob_csv), address=three_node_cluster.address, storage=workdir / "ray", verbose=0
+    )
+    assert len(ray.nodes()) == 3
+    nodes = {sweep.result_grid[i].metrics["node_id"] for i in range(len(sweep.result_grid))}
+    assert len(nodes) == 3, "three concurrent one-CPU trials should land on three different nodes"
+    assert (sweep.trials["status"] == "completed").all() and (sweep.trials["epochs"] == 3).all()
