@@ -49,7 +49,7 @@ class TrainConfig(Strict):
     # architecture
     model: str = "model3"
     kernel_size: Literal[2, 3] = 3  # seed 001: 3x3 beat 2x2 by ~3 points
-    padding: Literal[0, 1] = 1
+    padding: Literal[0, 1, "auto"] = 1  # auto = (kernel_size - 1) // 2: seed 001's 2x2/pad 0 and 3x3/pad 1 pairs
     dropout: float = Field(0.25, ge=0, lt=1)
     width: float = Field(1.0, gt=0)  # channel multiplier
     pretrained: bool = False  # ImageNet weights, ResNets only
@@ -81,6 +81,10 @@ class TrainConfig(Strict):
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the model (CUDA; compile time pays off on long runs)
     eval_batch_size: int = Field(1024, ge=1)
+
+    @property
+    def resolved_padding(self) -> int:
+        return (self.kernel_size - 1) // 2 if self.padding == "auto" else self.padding
 
     @field_validator("model")
     @classmethod

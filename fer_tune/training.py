@@ -59,7 +59,7 @@ def build_model(config: TrainConfig, num_classes: int, mean: float, std: float) 
         config.model,
         num_classes=num_classes,
         kernel_size=config.kernel_size,
-        padding=config.padding,
+        padding=config.resolved_padding,
         dropout=config.dropout,
         width=config.width,
         pretrained=config.pretrained,

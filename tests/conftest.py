@@ -51,3 +51,23 @@ def blob_csv(tmp_path_factory, tiny_data):
         [usage for s, usage in splits for _ in range(len(s))],
     )
     return path
+
+
+@pytest.fixture
+def ray_local():
+    """The session's one local Ray (2 CPUs, no dashboard), started on first use.
+
+    A test that needs another cluster shuts it down; the next user starts it again.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    return ray
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh working directory: results/ (and the default MLflow store) are relative to it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -25,22 +25,6 @@ FAST = """
 """
 
 
-@pytest.fixture
-def ray_local():
-    """One local Ray for the tests that share it (started on first use; 2 CPUs, no dashboard)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    return ray
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # results/ is relative to the working directory
-    return tmp_path
-
-
 def space_file(folder: Path, name: str, body: str):
     path = folder / f"{name}.yaml"
     path.write_text(f"name: {name}\n{body}")
