@@ -75,7 +75,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     """`--set lr=0.01 --set model=model2` -> {"lr": 0.01, "model": "model2"}, values typed as YAML."""
     import yaml
 
-    from fer_tune.config import TrainConfig
+    from fer_tune.config import TrainConfig, make_train_config
 
     overrides = {}
     for pair in pairs:
@@ -85,6 +85,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         if key not in TrainConfig.model_fields:
             raise FerTuneError(f"--set {pair}: unknown key {key!r}; expected one of: {', '.join(TrainConfig.model_fields)}")
         overrides[key] = yaml.safe_load(value)
+        make_train_config({key: overrides[key]}, where="--set")  # name the flag, not the file, in errors
     return overrides
 
 

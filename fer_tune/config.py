@@ -39,7 +39,10 @@ def _check_name(kind: str, value: str) -> str:
     """Validate a registry name; the registries live in torch-importing modules, so import lazily."""
     module, attribute = REGISTRIES[kind]
     registry = getattr(importlib.import_module(module), attribute)
-    registry.get(value)  # raises FerTuneError listing the valid names
+    try:
+        registry.get(value)
+    except FerTuneError as err:  # as ValueError, pydantic adds the key path to the message
+        raise ValueError(str(err)) from None
     return value
 
 

@@ -135,5 +135,3 @@ def _check_value(name: str, value: Any, where: str, key: str) -> None:
     except ValidationError as err:
         message = format_validation_error(err, TrainConfig)
         raise FerTuneError(f"{where}: {key}: {message.split(': ', 1)[1]}") from None
-    except FerTuneError as err:  # a registry lookup failed outside pydantic's wrapping
-        raise FerTuneError(f"{where}: {key}: {err}") from None
