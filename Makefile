@@ -21,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/fer-tune train search_spaces/quick.yaml
+	$(BIN)/fer-tune run search_spaces/quick.yaml
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
