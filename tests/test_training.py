@@ -127,3 +127,28 @@ def test_evaluate_confusion_counts_every_image(tiny_data):
     assert result["confusion"].sum() == len(tiny_data.validation)
     assert result["confusion"].diag().sum() / len(tiny_data.validation) == pytest.approx(result["accuracy"])
     assert result["probabilities"].shape == (len(tiny_data.validation), 7)
+
+
+@pytest.mark.gpu
+def test_cuda_path_trains_with_bf16_and_channels_last(tiny_data):
+    """Data on the GPU as uint8, batched augmentation there, bf16 autocast, channels_last."""
+    config = TrainConfig(**{**SMALL, "augmentation": "trans10"}, epochs=8, lr=3e-3, device="cuda")
+    seen = []
+    history = fit(config, tiny_data, lambda m, s: seen.append(next(s.model.parameters())))
+    assert seen[0].is_cuda and seen[0].dtype == torch.float32  # master weights stay fp32 under autocast
+    assert max(m["val_accuracy"] for m in history) > 0.9
+
+
+@pytest.mark.gpu
+def test_cuda_resume_is_exact(tiny_data):
+    config = TrainConfig(**{**SMALL, "augmentation": "trans7", "dropout": 0.3}, epochs=3, device="cuda")
+    saved, unbroken, resumed = {}, {}, {}
+
+    def keep(metrics, state):
+        if state.epoch == 1:
+            saved["state"] = copy.deepcopy(state.state_dict())
+        unbroken["w"] = weights(state)
+
+    fit(config, tiny_data, keep)
+    fit(config, tiny_data, lambda m, s: resumed.update(w=weights(s)), resume=saved["state"])
+    assert all(torch.allclose(unbroken["w"][k], resumed["w"][k]) for k in unbroken["w"])
