@@ -21,7 +21,7 @@ def test_quick_yaml_default_point():
     config = space.default_point()
     assert isinstance(config, TrainConfig)
     assert space.data.source == "synthetic"
-    assert config.model == "model3" and config.lr == pytest.approx(1e-3)
+    assert config.model == "vgg" and config.width == 0.125 and config.lr == pytest.approx(1e-3)
     assert config.epochs == space.budget.max_epochs
     assert config.scheduler == "cos_warm" and (config.T_0, config.T_mult) == (2, 10)
 
