@@ -8,18 +8,20 @@ of tensor ops, every image drawing its own random parameters from one `torch.Gen
 (so a run is reproducible and resumable):
 
 * the geometric ops of a strategy (flip, rotation, translation, scale) each become a 3x3
-  sampling matrix per image; the matrices are multiplied and applied with one
-  `affine_grid` + `grid_sample` (bilinear, fill 0) for each interpolation torchvision
-  makes (trans7 rotates and zooms: two; every other strategy: one);
-* random erasing draws the boxes of the whole batch at once and zeroes them in one fill.
+  sampling matrix per image; each interpolation torchvision makes (trans7 rotates, then
+  zooms: two; trans3, trans4, trans10: one) is one `grid_sample` on a grid built by
+  broadcasting (`_warp`), and the flips and whole-pixel shifts around it join it exactly
+  (they only copy pixels); trans1 only flips and is an index flip;
+* random erasing draws the boxes of the whole batch at once and zeroes them in one multiply.
 
     augment = create_augmentation("trans4")
     g = torch.Generator(device=images.device).manual_seed(0)
     augmented = augment(images, g)  # float [B, 1, 48, 48] in [0, 1] -> same shape, new tensor
 
 Each strategy reproduces, in distribution, the per-image torchvision v2 pipeline that
-`torchvision_reference(name)` returns; tests/test_augment.py checks this with two-sample
-KS tests; `_apply_affine` says where it is exact and where it approximates.
+`torchvision_reference(name)` returns (tests/test_augment.py checks this with two-sample
+KS tests); with the same draws it gives the same pixels to float rounding. bench/pipeline.py
+measures it against torchvision one image at a time in a DataLoader.
 """
 
 from __future__ import annotations
@@ -60,96 +62,130 @@ def _uniform(x: torch.Tensor, g: torch.Generator, lo: float, hi: float, *shape: 
 
 
 def _eye(x: torch.Tensor) -> torch.Tensor:
-    return torch.eye(3, device=x.device, dtype=x.dtype).repeat(x.shape[0], 1, 1)
+    return torch.eye(3, device=x.device, dtype=x.dtype).expand(x.shape[0], 3, 3).clone()
+
+
+def _matrices(x: torch.Tensor, a, b, tx, c, d, ty) -> torch.Tensor:
+    """[B, 3, 3] sampling matrices [[a, b, tx], [c, d, ty], [0, 0, 1]]; each entry a [B] tensor or a number."""
+    zero, one = x.new_zeros(x.shape[0]), x.new_ones(x.shape[0])
+    entries = [e if torch.is_tensor(e) else (zero if e == 0 else one * e) for e in (a, b, tx, c, d, ty)]
+    return torch.stack([*entries, zero, zero, one], dim=1).view(-1, 3, 3)
 
 
 def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomHorizontalFlip(FLIP_P): mirror x for a random subset of the batch."""
-    m = _eye(x)
-    m[:, 0, 0] = torch.where(_uniform(x, g, 0, 1) < FLIP_P, -1.0, 1.0)
-    return m
+    return _matrices(x, torch.where(_uniform(x, g, 0, 1) < FLIP_P, -1.0, 1.0), 0, 0, 0, 1, 0)
 
 
 def _rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomRotation(ROTATION_DEGREES) about the centre; positive is counter-clockwise."""
     angle = torch.deg2rad(_uniform(x, g, -ROTATION_DEGREES, ROTATION_DEGREES))
     cos, sin = angle.cos(), angle.sin()
-    m = _eye(x)
-    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin, sin, cos
-    return m
+    return _matrices(x, cos, -sin, 0, sin, cos, 0)
 
 
 def _translate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomAffine(translate=(TRANSLATE, TRANSLATE)): whole-pixel shifts, as torchvision rounds."""
     h, w = x.shape[-2:]
-    m = _eye(x)
-    m[:, 0, 2] = -torch.round(_uniform(x, g, -TRANSLATE * w, TRANSLATE * w))
-    m[:, 1, 2] = -torch.round(_uniform(x, g, -TRANSLATE * h, TRANSLATE * h))
-    return m
+    tx = -torch.round(_uniform(x, g, -TRANSLATE * w, TRANSLATE * w))
+    ty = -torch.round(_uniform(x, g, -TRANSLATE * h, TRANSLATE * h))
+    return _matrices(x, 1, 0, tx, 0, 1, ty)
 
 
 def _scale(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomAffine(scale=SCALE) about the centre."""
-    m = _eye(x)
-    m[:, 0, 0] = m[:, 1, 1] = 1 / _uniform(x, g, *SCALE)
+    zoom = 1 / _uniform(x, g, *SCALE)
+    return _matrices(x, zoom, 0, 0, 0, zoom, 0)
+
+
+def _compose(x: torch.Tensor, g: torch.Generator, *ops) -> torch.Tensor:
+    """Draw each op's matrix, in order, and compose them into one [B, 3, 3] sampling matrix."""
+    m = ops[0](x, g)
+    for op in ops[1:]:
+        m = m @ op(x, g)
     return m
 
 
-def _stages(x: torch.Tensor, g: torch.Generator, *stages: list) -> torch.Tensor:
-    """Sample each stage's matrix (its ops composed in order) -> [B, stages, 3, 3]."""
-    matrices = []
-    for ops in stages:
-        m = _eye(x)
-        for op in ops:
-            m = m @ op(x, g)
-        matrices.append(m)
-    return torch.stack(matrices, dim=1)
+def _centres(n: int, x: torch.Tensor) -> torch.Tensor:
+    """Pixel centres of an axis of n pixels, in pixels from the image centre."""
+    return torch.arange(n, device=x.device, dtype=x.dtype) + (0.5 - n / 2)
 
 
-def _coverage(points: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Per axis, the share of a bilinear read at grid_sample `points` that lands on the
-    image: 1 within the outer pixel centres, falling to 0 one pixel further out."""
-    half = points.new_tensor([w / 2, h / 2])
-    return (half + 0.5 - points.abs() * half).clamp_(0, 1)  # |points| * half: pixels from the centre
+def _reads(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[B, 2, H, W]: the point (x, y) that output pixel p of image i reads, m[i] @ p, in pixels
+    from the centre; the sum of a term along x and one along y (on CPU ~10x faster than
+    affine_grid's batched matmul)."""
+    h, w = x.shape[-2:]
+    along_x = m[:, :2, 0, None] * _centres(w, x) + m[:, :2, 2, None]  # [B, 2, W]
+    along_y = m[:, :2, 1, None] * _centres(h, x)  # [B, 2, H]
+    return along_x[:, :, None, :] + along_y[:, :, :, None]
+
+
+def _in_frame(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W]: 1.0 where the flip and whole-pixel shift m[i] reads a pixel in the frame."""
+    h, w = x.shape[-2:]
+    rows = (m[:, 1, 1, None] * _centres(h, x) + m[:, 1, 2, None]).abs() < h / 2
+    cols = (m[:, 0, 0, None] * _centres(w, x) + m[:, 0, 2, None]).abs() < w / 2
+    return (rows.to(x.dtype)[:, :, None] * cols.to(x.dtype)[:, None, :])[:, None]  # a product of two ranges
+
+
+def _warp(x: torch.Tensor, m: torch.Tensor, before: torch.Tensor | None = None,
+          after: torch.Tensor | None = None) -> torch.Tensor:
+    """Three of torchvision's transforms in one resampling, each bilinear with fill 0:
+    `before` (a flip and a whole-pixel shift), `m` (any affine map; it may blend pixels) and
+    `after` (a flip and a shift). Output pixel p of image i reads it at before @ m @ after @ p.
+
+    torchvision fills by warping a ones image along with the image (zeros outside both) and
+    multiplying the two, which squares the edge ramp of a transform that blends (without it a
+    rotation's mean intensity is off by ~0.6%, which the KS test catches); the ones image's
+    warp is `cover` below. Flips and shifts map pixel centres onto pixel centres, so a bilinear
+    read commutes with them: `before` becomes zeroing what it moves out of the frame, `after`
+    a shifted grid and zeroing what it moves in. Exact to float rounding.
+    """
+    h, w = x.shape[-2:]
+    half = torch.tensor([w / 2, h / 2], device=x.device, dtype=x.dtype)[:, None, None]
+    mid = m if after is None else m @ after
+    points = _reads(x, mid)
+    # Per axis, a bilinear read of ones with zeros outside is 1 up to the outer pixel centres and
+    # falls to 0 one pixel further out; 3x cheaper than grid_sample on a ones image.
+    cover = (half + 0.5 - points.abs()).clamp_(0, 1)
+    mask = (cover[:, 0] * cover[:, 1])[:, None]
+    if after is not None:
+        mask = mask.mul_(_in_frame(x, after))  # what `after` moves into the frame is fill
+    if before is not None:
+        shift = _eye(x)
+        shift[:, :2, 2] = -before[:, :2, 2]  # source pixel s survives `before` if s - its shift is inside
+        x = x * _in_frame(x, shift)
+        points = _reads(x, before @ mid)
+    grid = (points / half).permute(0, 2, 3, 1)  # grid_sample's [-1, 1] units, as a view
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).mul_(mask)
 
 
 def _interpolates(m: torch.Tensor) -> torch.Tensor:
-    """Whether a stage moves pixel centres off pixel centres (rotation, scale), so
+    """Whether a sampling matrix moves pixel centres off pixel centres (rotation, scale), so
     torchvision blends pixels; a flip or whole-pixel shift only copies them."""
-    linear, shift = m[:, :2, :2].abs(), m[:, :2, 2]
-    copies = torch.isclose(linear, torch.eye(2, device=m.device, dtype=m.dtype), atol=1e-5).all(dim=(1, 2))
-    return ~(copies & torch.isclose(shift, shift.round(), atol=1e-5).all(dim=1))
+    linear, shift = m[..., :2, :2].abs(), m[..., :2, 2]
+    copies = torch.isclose(linear, torch.eye(2, device=m.device, dtype=m.dtype), atol=1e-5).all(dim=(-2, -1))
+    return ~(copies & torch.isclose(shift, shift.round(), atol=1e-5).all(dim=-1))
 
 
 def _apply_affine(x: torch.Tensor, stages: torch.Tensor) -> torch.Tensor:
-    """Warp image i by its stages[i] ([S, 3, 3], in torchvision's order) with one grid_sample.
+    """Apply image i's transforms stages[i] ([S, 3, 3], in torchvision's order), each with fill
+    0 as torchvision does, in one `_warp` for the batch.
 
-    torchvision resamples after every transform with fill 0. To match it at the frame edges:
-    * what one transform moves out of the frame stays lost even if a later one moves it back:
-      each output pixel is weighted by its coverage, per axis the least over every image read;
-    * torchvision's fill computes `img * mask` with `img` already zero-padded, squaring each
-      interpolating transform's edge ramp; we do the same (without it a rotation's mean
-      intensity is off by ~0.6%, which the KS test catches).
-    At most one transform per pass may interpolate (rotation, scale); flips and whole-pixel
-    shifts only copy pixels. Exact to float rounding when the copies come after it; a shift
-    before it lets pixels within one pixel of the shifted edge blend in what it cut off.
+    At most one transform per image may interpolate (rotation, scale); the others are flips
+    and whole-pixel shifts, which compose into `before` and `after` it.
     """
-    b, _, h, w = x.shape
-    to_pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], device=x.device, dtype=x.dtype))
-    to_normalized = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], device=x.device, dtype=x.dtype))
-    inside, weight = None, 1.0
-    reads = stages[:, -1]  # output pixel -> where stage k reads the image before it
-    for k in reversed(range(stages.shape[1])):
-        theta = (to_normalized @ reads @ to_pixels)[:, :2]  # in grid_sample's [-1, 1] units
-        points = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
-        cover = _coverage(points, h, w)
-        inside = cover if inside is None else torch.minimum(inside, cover)
-        weight = weight * torch.where(_interpolates(stages[:, k])[:, None, None], cover.prod(dim=-1), 1.0)
-        if k:
-            reads = stages[:, k - 1] @ reads
-    # border padding: the coverage weights above already take the zeros outside into account
-    out = F.grid_sample(x, points, mode="bilinear", padding_mode="border", align_corners=False)
-    return out * (inside.prod(dim=-1) * weight)[:, None]
+    eye = _eye(x)
+    interpolates = _interpolates(stages)  # [B, S]
+    at = torch.where(interpolates.any(dim=1), interpolates.to(torch.uint8).argmax(dim=1), stages.shape[1])
+    before, warp, after = eye, eye, eye
+    for k in range(stages.shape[1]):
+        m = stages[:, k]
+        before = torch.where((k < at)[:, None, None], before @ m, before)
+        warp = torch.where((k == at)[:, None, None], m, warp)
+        after = torch.where((k > at)[:, None, None], after @ m, after)
+    return _warp(x, warp, before, after)
 
 
 def _random_erase(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -164,14 +200,14 @@ def _random_erase(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     box_h, box_w = torch.round(torch.sqrt(area * aspect)), torch.round(torch.sqrt(area / aspect))
     fits = (box_h < h) & (box_w < w)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # argmax returns the first maximum
-    box_h, box_w = box_h.gather(1, first)[:, :, None], box_w.gather(1, first)[:, :, None]
-    top = torch.floor(_uniform(x, g, 0, 1, b, 1, 1) * (h - box_h + 1))  # randint(0, h - box_h + 1)
-    left = torch.floor(_uniform(x, g, 0, 1, b, 1, 1) * (w - box_w + 1))
-    rows = torch.arange(h, device=x.device, dtype=x.dtype)[:, None]
-    cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, :]
-    box = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
-    erase = fits.any(dim=1) & (_uniform(x, g, 0, 1) < ERASE_P)
-    return x.masked_fill((box & erase[:, None, None])[:, None], 0.0)
+    box_h, box_w = box_h.gather(1, first), box_w.gather(1, first)  # [B, 1]
+    top, left, coin = torch.rand(3, b, 1, generator=g, device=x.device, dtype=x.dtype)
+    top, left = torch.floor(top * (h - box_h + 1)), torch.floor(left * (w - box_w + 1))  # randint(0, h - box_h + 1)
+    erase = fits.any(dim=1, keepdim=True) & (coin < ERASE_P)
+    rows, cols = _centres(h, x) + (h / 2 - 0.5), _centres(w, x) + (w / 2 - 0.5)  # pixel indices
+    in_rows = ((rows >= top) & (rows < top + box_h) & erase).to(x.dtype)  # [B, H]: a box is two ranges
+    in_cols = ((cols >= left) & (cols < left + box_w)).to(x.dtype)  # [B, W]
+    return x * (1 - in_rows[:, :, None] * in_cols[:, None, :])[:, None]
 
 
 @AUGMENTATIONS.register("none")
@@ -183,31 +219,33 @@ def none(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 @AUGMENTATIONS.register("trans1")
 def trans1(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomHorizontalFlip."""
-    return _apply_affine(x, _stages(x, g, [_flip]))
+    flip = _uniform(x, g, 0, 1) < FLIP_P
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-# A flip keeps the frame and copies pixels, so below it shares a stage with the rotation after it.
+# A flip keeps the frame and copies pixels, so below it shares a warp with the rotation after it.
 @AUGMENTATIONS.register("trans3")
 def trans3(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomHorizontalFlip, RandomRotation(10), RandomErasing."""
-    return _random_erase(_apply_affine(x, _stages(x, g, [_flip, _rotate])), g)
+    return _random_erase(_warp(x, _compose(x, g, _flip, _rotate)), g)
 
 
 @AUGMENTATIONS.register("trans4")
 def trans4(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomHorizontalFlip, RandomRotation(10), RandomAffine(translate=0.1), RandomErasing."""
-    return _random_erase(_apply_affine(x, _stages(x, g, [_flip, _rotate], [_translate])), g)
+    # The shift copies pixels: it joins the rotation's resampling as a shifted grid.
+    return _random_erase(_warp(x, _compose(x, g, _flip, _rotate), after=_translate(x, g)), g)
 
 
 @AUGMENTATIONS.register("trans7")
 def trans7(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """RandomHorizontalFlip, RandomRotation(10), RandomAffine(translate=0.1, scale=(0.8, 0.9)),
     RandomErasing."""
-    # Two passes, because torchvision interpolates the rotation and the zoom separately:
-    # one pass is sharper, with a thinner dark edge, and fails the KS test on the fraction of
+    # Two warps, because torchvision interpolates the rotation and the zoom separately:
+    # one is sharper, with a thinner dark edge, and fails the KS test on the fraction of
     # zero pixels (p down to 4e-7 at 2000 images, 4 seeds in 10).
-    rotated = _apply_affine(x, _stages(x, g, [_flip, _rotate]))
-    return _random_erase(_apply_affine(rotated, _stages(x, g, [_scale, _translate])), g)  # scale, then shift
+    rotated = _warp(x, _compose(x, g, _flip, _rotate))
+    return _random_erase(_warp(rotated, _compose(x, g, _scale, _translate)), g)  # scale, then shift
 
 
 @AUGMENTATIONS.register("trans10")
@@ -218,7 +256,7 @@ def trans10(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     rotate_or_scale = torch.where(_uniform(x, g, 0, 1)[:, None, None] < 0.5, _rotate(x, g), _scale(x, g))
     stages = torch.stack([_flip(x, g), _translate(x, g), rotate_or_scale], dim=1)
     order = _uniform(x, g, 0, 1, b, 3).argsort(dim=1)  # a random permutation per image
-    stages = stages[torch.arange(b, device=x.device)[:, None], order]
+    stages = stages.gather(1, order[:, :, None, None].expand(-1, -1, 3, 3))
     return _apply_affine(x, stages)
 
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fer_tune import commands_mlflow
 from fer_tune.errors import FerTuneError
 
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("name", nargs="?", default=None, help="sweep name (default: the latest)")
     results.add_argument("--top", type=int, default=10)
     results.set_defaults(handler=cmd_results)
+    commands_mlflow.add_commands(commands)  # ui, models list|download, predict
     return parser
 
 
@@ -177,6 +179,9 @@ def cmd_run(args) -> int:
     if sweep.best is not None:
         print(f"\nbest trial {sweep.best.trial_id}: {space.metric} {sweep.best.best_metric:.4f}")
         print("best configuration: " + ", ".join(f"{k}={v}" for k, v in sweep.best.params.items() if v is not None))
+    if sweep.registration is not None:
+        print(sweep.registration.message)
+        print("browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`")
     return 0
 
 

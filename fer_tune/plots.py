@@ -60,7 +60,9 @@ def plot_parallel(trials: pd.DataFrame, params: list[str], metric: str, out: Pat
     scaled = pd.DataFrame(index=frame.index)
     for column in columns:
         values = frame[column]
-        if not pd.api.types.is_numeric_dtype(values):
+        if pd.api.types.is_bool_dtype(values):  # numeric to pandas, but numpy refuses bool subtraction
+            values = values.astype(float)
+        elif not pd.api.types.is_numeric_dtype(values):
             values = values.astype(str).astype("category").cat.codes.astype(float)
         span = values.max() - values.min()
         scaled[column] = (values - values.min()) / span if span else 0.5

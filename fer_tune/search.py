@@ -31,6 +31,7 @@ from fer_tune.data import FerDataset, load_dataset
 from fer_tune.errors import FerTuneError
 from fer_tune.results import RESULTS_DIR, TrialRecord, leaderboard_markdown, write_results
 from fer_tune.sampling import define_by_run, grid_points
+from fer_tune.tracking import NullTracker, Tracker
 from trainables import TRAINABLES
 
 TIME_ATTR = "epoch"  # schedulers count our epochs, not Ray's training_iteration
@@ -46,6 +47,7 @@ class Sweep:
     result_grid: Any  # Ray's ResultGrid, for checkpoints
     out_dir: Path
     wall_seconds: float
+    registration: Any = None  # fer_tune.champion.Registration: the registered best model, when tracked
 
 
 def run_sweep(
@@ -58,8 +60,12 @@ def run_sweep(
     storage: str | Path | None = None,
     callbacks: list | None = None,
     verbose: int = 1,
+    track: bool = True,
 ) -> Sweep:
-    """Run (or with `resume=True` continue) one sweep and write its results folder."""
+    """Run (or with `resume=True` continue) one sweep and write its results folder.
+
+    With `track`, every trial is logged to MLflow and the best model is registered (fer_tune.tracking).
+    """
     started = time.perf_counter()
     storage = str(storage or RESULTS_DIR / "ray")
     if "://" not in storage:  # a local or NFS path; URIs (s3://, gs://) go to Ray as they are
@@ -76,7 +82,8 @@ def run_sweep(
         tune.with_parameters(TRAINABLES[space.trainable], data=data),  # one put into the object store
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
-    callbacks = [TrialSummary(space)] + list(callbacks or [])
+    tracker = Tracker.for_sweep(space, name, data) if track else NullTracker()
+    callbacks = [TrialSummary(space), *tracker.callbacks()] + list(callbacks or [])
     if resume:
         path = f"{storage}/{name}"
         if not tune.Tuner.can_restore(path):
@@ -116,7 +123,9 @@ def run_sweep(
     out_dir = RESULTS_DIR / name
     trials = write_results(out_dir, records, space, data.summary())
     best = _best(records, space)
-    return Sweep(name, space, data, trials, best, result_grid, out_dir, time.perf_counter() - started)
+    sweep = Sweep(name, space, data, trials, best, result_grid, out_dir, time.perf_counter() - started)
+    sweep.registration = tracker.finish(sweep)
+    return sweep
 
 
 def build_searcher(space: SpaceFile):

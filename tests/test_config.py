@@ -23,7 +23,8 @@ def test_quick_yaml_default_point():
     assert space.data.source == "synthetic"
     assert config.model == "vgg" and config.width == 0.125 and config.lr == pytest.approx(1e-3)
     assert config.epochs == space.budget.max_epochs
-    assert config.scheduler == "cos_warm" and (config.T_0, config.T_mult) == (2, 10)
+    assert config.scheduler == "onecycle" and config.augmentation == "trans1"
+    assert space.default_point({"scheduler": "cos_warm"}).T_0 == 2  # the conditional's first choice
 
 
 @pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)

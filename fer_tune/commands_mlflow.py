@@ -1,0 +1,192 @@
+"""The MLflow side of the CLI: `fer-tune ui`, `fer-tune models list|download`, `fer-tune predict`.
+
+    fer-tune ui                                            # the MLflow UI on http://127.0.0.1:5000
+    fer-tune models list                                   # versions, aliases, test accuracy
+    fer-tune models download models:/fer-emotion@champion --to deploy/
+    fer-tune predict --model models:/fer-emotion@champion face.jpg --detect-faces
+
+Each command reads the store at --tracking-uri, else MLFLOW_TRACKING_URI, else
+sqlite:///results/mlflow.db (where `fer-tune run` tracks by default). Like cli.py, this
+module imports only the standard library at the top so `fer-tune --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from fer_tune.errors import FerTuneError
+
+DEFAULT_MODEL = "models:/fer-emotion@champion"
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the ui, models and predict sub-commands to the `fer-tune` parser."""
+    ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)")
+    _store_option(ui)
+    ui.set_defaults(handler=cmd_ui)
+
+    models = commands.add_parser("models", help="registered models: list, download")
+    models = models.add_subparsers(metavar="ACTION")
+    listing = models.add_parser("list", help="registered models: versions, aliases, test accuracy")
+    listing.add_argument("name", nargs="?", default=None, help="only this registered model")
+    _store_option(listing)
+    listing.set_defaults(handler=cmd_models_list)
+    download = models.add_parser("download", help="write a model, its TorchScript file and a model card to a folder")
+    download.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    download.add_argument("--to", type=Path, required=True, metavar="DIR", help="folder to write")
+    _store_option(download)
+    download.set_defaults(handler=cmd_models_download)
+
+    predict = commands.add_parser("predict", help="print the emotion and class probabilities of each image")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files of any size and mode")
+    predict.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI or folder (default {DEFAULT_MODEL})")
+    predict.add_argument("--detect-faces", action="store_true", help="crop the largest face first (OpenCV Haar cascade)")
+    _store_option(predict)
+    predict.set_defaults(handler=cmd_predict)
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db)"
+    )
+
+
+def _store(args) -> str:
+    from fer_tune.tracking import tracking_uri
+
+    return args.tracking_uri or tracking_uri()
+
+
+def cmd_ui(args) -> int:
+    from fer_tune.tracking import artifacts_dir
+
+    uri = _store(args)
+    if uri.startswith(("http://", "https://")):
+        print(f"{uri} is an MLflow server already: open it in a browser")
+        return 0
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    command += ["--host", args.host, "--port", str(args.port), "--workers", "1"]  # a UI for one person
+    folder = artifacts_dir(uri)
+    if folder is not None:  # where experiments created in the UI put artifacts; ours carry their own
+        command += ["--artifacts-destination", str(folder)]
+    # MLflow's server also forks a job runner for GenAI features (LLM judges); it halves the
+    # startup time on a small machine to leave it out, and training runs never use it.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    os.execv(sys.executable, command)  # the server replaces this process: signals reach it directly
+
+
+def cmd_models_list(args) -> int:
+    import pandas as pd
+
+    uri = _store(args)
+    client = _ask(uri, lambda: _client(uri))
+    query = f"name = '{args.name}'" if args.name else None
+    models = _ask(uri, lambda: client.search_registered_models(filter_string=query))
+    if args.name and not models:
+        known = [m.name for m in _ask(uri, client.search_registered_models)]
+        raise FerTuneError(f"no registered model named {args.name!r} in {uri}; known: {', '.join(known) or 'none'}")
+    if not models:
+        print(f"no registered models in {uri}: `fer-tune run SPACE.yaml` registers the best model of a sweep")
+        return 0
+    for model in models:
+        aliases: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = _ask(uri, lambda: client.search_model_versions(f"name = '{model.name}'"))
+        rows = [
+            {
+                "version": int(v.version),
+                "aliases": ",".join(sorted(aliases.get(str(v.version), []))) or "-",
+                "test_accuracy": v.tags.get("test_accuracy", "-"),
+                "eval_split": v.tags.get("eval_split", "-"),
+                "data_fingerprint": v.tags.get("data_fingerprint", "-"),
+                "sweep": v.tags.get("sweep", "-"),
+            }
+            for v in versions
+        ]
+        print(f"{model.name}  (models:/{model.name}@champion)")
+        print(pd.DataFrame(rows).sort_values("version").to_string(index=False))
+    return 0
+
+
+def cmd_models_download(args) -> int:
+    from mlflow.models import Model
+
+    from fer_tune.serving import CARD_FILE, MLMODEL_FOLDER, TORCHSCRIPT_FILE, fetch_model, model_card
+
+    target = args.to / MLMODEL_FOLDER
+    if target.exists() and not (target / "MLmodel").is_file():
+        raise FerTuneError(f"{target} exists and is not an MLflow model folder; choose another --to")
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(fetch_model(args.uri, args.tracking_uri, folder))
+        scripted = local / "extra_files" / TORCHSCRIPT_FILE
+        if not scripted.is_file():
+            raise FerTuneError(f"{args.uri}: not a fer-tune model (no extra_files/{TORCHSCRIPT_FILE})")
+        shutil.rmtree(target, ignore_errors=True)
+        args.to.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(local, target)
+    shutil.copy(target / "extra_files" / TORCHSCRIPT_FILE, args.to / TORCHSCRIPT_FILE)
+    name, version, aliases = _registry_entry(args.uri, _store(args))
+    card = model_card(Model.load(str(target)).metadata or {}, name, version, aliases)
+    (args.to / CARD_FILE).write_text(card)
+    print(f"wrote {args.uri} to {args.to}/: {MLMODEL_FOLDER}/ (MLflow model), {TORCHSCRIPT_FILE}, {CARD_FILE}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from fer_tune.serving import load_image, load_model
+
+    faces, notes = zip(*(load_image(path, args.detect_faces) for path in args.images))  # bad files fail first
+    model = load_model(args.model, args.tracking_uri)
+    probabilities = model.predict(np.stack(faces))
+    classes = model.classes or [str(i) for i in range(probabilities.shape[1])]
+    for path, note, row in zip(args.images, notes, probabilities):
+        if note:
+            print(f"{path}: {note}")
+        top = int(row.argmax())
+        shown = "  ".join(f"{c} {p:.3f}" for c, p in zip(classes, row))
+        print(f"{path}: {classes[top]} ({row[top]:.3f})  [{shown}]")
+    return 0
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _ask(uri: str, request):
+    """Run a registry request; a store that cannot answer becomes a one-line FerTuneError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return request()
+    except (MlflowException, OSError) as err:
+        reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
+        raise FerTuneError(f"MLflow store {uri}: {reason}") from None
+
+
+def _registry_entry(uri: str, store: str) -> tuple[str | None, str | None, list[str]]:
+    """(name, version, aliases) of a models:/ URI; Nones for other URIs."""
+    match = MODEL_URI.fullmatch(uri)
+    if match is None:
+        return None, None, []
+    client = _ask(store, lambda: _client(store))
+    name, alias = match["name"], match["alias"]
+    if alias:
+        entry = _ask(store, lambda: client.get_model_version_by_alias(name, alias))
+    else:
+        entry = _ask(store, lambda: client.get_model_version(name, match["version"]))
+    return name, str(entry.version), sorted(entry.aliases)

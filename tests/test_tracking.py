@@ -1,0 +1,272 @@
+"""A real sweep tracked in a real MLflow store (SQLite default), and its registered model in use.
+
+One small sweep (module fixture) is shared: 3 trials of 3 epochs under ASHA on the blob data.
+The random searcher's seed 209 draws, in order: lr 3e-3 (learns the blobs), freeze_depth 1
+(a basic model cannot be built with it: the trial really fails), lr 1e-5 (learns nothing; it
+reaches epoch 1 after the first trial did, so ASHA stops it there).
+"""
+
+import json
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from PIL import Image
+
+from fer_tune.cli import main
+from fer_tune.config import TrainConfig, load_space
+from fer_tune.constants import EMOTIONS
+from fer_tune.search import run_sweep
+from mlflow_helpers import free_port, serving, subprocess_env
+
+pytestmark = pytest.mark.integration
+
+MODEL = "fer-test"
+SPACE = f"""name: tracked
+search: {{algorithm: random, seed: 209}}
+scheduler: {{name: asha, grace_period: 1, reduction_factor: 2}}
+budget: {{num_samples: 3, max_epochs: 3, max_concurrent: 2}}
+mlflow: {{experiment: fer-tracked, register_as: {MODEL}}}
+space:
+  model: basic
+  batch_size: 16
+  augmentation: none
+  dropout: 0.0
+  freeze_depth: {{choice: [0, 1]}}
+  lr: {{choice: [3.0e-3, 1.0e-5]}}
+"""
+
+
+@dataclass
+class Tracked:
+    folder: Path
+    sweep: object  # fer_tune.search.Sweep
+    uri: str
+    client: MlflowClient
+
+    def runs(self, role: str):
+        experiment = self.client.get_experiment_by_name("fer-tracked")
+        return self.client.search_runs([experiment.experiment_id], f"tags.`fer_tune.role` = '{role}'")
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, blob_csv):
+    import ray
+
+    folder = tmp_path_factory.mktemp("tracked")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # the default store is results/mlflow.db in the working directory
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("FER_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        if not ray.is_initialized():
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        (folder / "tracked.yaml").write_text(SPACE)
+        sweep = run_sweep(load_space("tracked.yaml"), data_source=str(blob_csv), storage=folder / "ray", verbose=0)
+        uri = f"sqlite:///{folder / 'results' / 'mlflow.db'}"
+        yield Tracked(folder, sweep, uri, MlflowClient(uri))
+
+
+def test_one_parent_run_and_a_nested_child_per_trial(tracked):
+    sweep, client = tracked.sweep, tracked.client
+    experiment = client.get_experiment_by_name("fer-tracked")
+    assert experiment.artifact_location == (tracked.folder / "results" / "mlartifacts" / "fer-tracked").as_uri()
+    [parent] = tracked.runs("sweep")
+    assert parent.info.status == "FINISHED" and parent.info.run_name == sweep.name
+    assert parent.data.tags["fer_tune.sweep"] == sweep.name
+    assert parent.data.tags["fer_tune.space_path"] == "tracked.yaml"
+    assert parent.data.tags["fer_tune.data_fingerprint"] == sweep.data.fingerprint()
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep.json", "leaderboard.md", "trials.csv", "curves.png", "data_summary.json", "space"} <= artifacts
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == ["space/tracked.yaml"]
+
+    children = {run.data.tags["ray.trial_id"]: run for run in tracked.runs("trial")}
+    trials = sweep.trials.set_index("trial_id")
+    assert set(children) == set(trials.index)
+    curves = pd.read_csv(sweep.out_dir / "curves.csv")
+    expected_status = {"completed": "FINISHED", "stopped early": "KILLED", "error": "FAILED"}
+    for trial_id, run in children.items():
+        row = trials.loc[trial_id]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == expected_status[row["status"]], trial_id
+        assert set(run.data.params) == set(TrainConfig.model_fields)  # the full resolved config
+        assert float(run.data.params["lr"]) == row["lr"] and run.data.params["model"] == "basic"
+        curve = curves[curves["trial_id"] == trial_id]
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == list(curve["epoch"]) == list(range(1, row["epochs"] + 1))
+        assert [m.value for m in history] == pytest.approx(list(curve["val_accuracy"]))
+        if row["status"] == "stopped early":
+            assert run.data.tags["fer_tune.stopped_at_epoch"] == str(row["epochs"])
+        if row["status"] == "error":
+            assert "has no pretrained weights" in run.data.tags["fer_tune.error"]
+            assert run.data.tags["fer_tune.error"].count("\n") == 0
+    statuses = {r.info.status for r in children.values()}
+    assert statuses == {"FINISHED", "KILLED", "FAILED"}, sweep.trials.to_string()
+
+
+def test_best_checkpoint_is_scored_logged_and_registered_as_champion(tracked):
+    sweep, client = tracked.sweep, tracked.client
+    registration = sweep.registration
+    assert (registration.name, registration.version, registration.alias) == (MODEL, "1", "champion")
+    assert registration.accuracy > 0.3  # the lr 3e-3 trial learned the blobs; chance is 1/7
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(version.version) == "1"
+    assert float(version.tags["test_accuracy"]) == pytest.approx(registration.accuracy, abs=1e-6)
+    assert version.tags["data_fingerprint"] == sweep.data.fingerprint()
+    assert version.tags["eval_split"] == "test" and version.tags["trial_id"] == sweep.best.trial_id
+
+    [parent] = tracked.runs("sweep")
+    [champion] = tracked.runs("champion")
+    assert champion.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert champion.info.run_id == registration.run_id == version.run_id
+    metrics = champion.data.metrics
+    assert metrics["test_accuracy"] == pytest.approx(registration.accuracy)
+    assert {f"test_{k}_{c}" for k in ("precision", "recall", "f1") for c in EMOTIONS} <= set(metrics)
+    assert "test_macro_f1" in metrics and parent.data.metrics["test_accuracy"] == pytest.approx(registration.accuracy)
+    figures = {a.path for a in client.list_artifacts(champion.info.run_id, "evaluation")}
+    assert figures == {f"evaluation/{n}.png" for n in ("confusion_matrix", "misclassified", "learning_curves")}
+
+
+def test_pyfunc_champion_predicts_probabilities(tracked, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    test = tracked.sweep.data.test
+    probabilities = model.predict(test.images.unsqueeze(1).float().numpy())
+    assert probabilities.shape == (len(test), len(EMOTIONS))
+    assert probabilities.sum(1) == pytest.approx(np.ones(len(test)), abs=1e-5)
+    accuracy = (probabilities.argmax(1) == test.labels.numpy()).mean()
+    assert accuracy == pytest.approx(tracked.sweep.registration.accuracy, abs=1e-6)
+    assert model.metadata.metadata["classes"] == list(EMOTIONS)
+
+
+def test_champion_from_other_data_is_rescored_on_ours(tracked):
+    """A champion measured on other data is scored again on this data before the comparison."""
+    from conftest import blob_split
+    from fer_tune.champion import current_champion
+    from fer_tune.data.dataset import FerDataset
+    from fer_tune.tracking import SweepRuns
+
+    other = FerDataset(
+        train=blob_split(70, 11), validation=blob_split(70, 12), test=blob_split(70, 13), classes=EMOTIONS, source="x"
+    )
+    runs = SweepRuns(tracked.uri, "fer-tracked", "unused", {}, {})
+    version, accuracy = current_champion(runs, MODEL, other, "test", other.test)
+    model = mlflow.pyfunc.load_model(tracked.client.get_model_version_download_uri(MODEL, "1"))
+    expected = (model.predict(other.test.images.unsqueeze(1).float().numpy()).argmax(1) == other.test.labels.numpy())
+    assert version == "1" and accuracy == pytest.approx(expected.mean())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_models_list_and_download(tracked, tmp_path, capsys):
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert MODEL in listed and "champion" in listed
+    assert f"{tracked.sweep.registration.accuracy:.6f}" in listed
+
+    folder = tmp_path / "deploy"
+    assert main(["models", "download", f"models:/{MODEL}@champion", "--to", str(folder)]) == 0
+    assert (folder / "model" / "MLmodel").is_file() and (folder / "model" / "data" / "model.pt2").is_file()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert f"# {MODEL} version 1 — aliases: champion" in card
+    assert tracked.sweep.data.fingerprint() in card and "- lr: 0.003" in card and "torch.jit.load" in card
+    for name in EMOTIONS:
+        assert f"| {name} |" in card
+
+    scripted = torch.jit.load(str(folder / "model.torchscript.pt"))
+    pyfunc = mlflow.pyfunc.load_model(str(folder / "model"))
+    images = tracked.sweep.data.test.images.unsqueeze(1).float()
+    with torch.no_grad():
+        from_script = scripted(images)
+    from_pyfunc = pyfunc.predict(images.numpy())
+    assert (from_script.argmax(1).numpy() == from_pyfunc.argmax(1)).all()
+    assert from_script.numpy() == pytest.approx(from_pyfunc, abs=1e-5)
+    assert scripted(tracked.sweep.data.test.images[:3]).shape == (3, 7)  # uint8 [N, 48, 48] too
+
+
+def test_predict_images_of_any_size_and_mode(tracked, tmp_path, capsys):
+    face = tracked.sweep.data.test.images[0].numpy()
+    paths = {
+        "big.png": Image.fromarray(face).resize((160, 160)).convert("RGB"),
+        "wide.jpg": Image.fromarray(np.hstack([face, face, face])).resize((300, 100)),
+        "alpha.png": Image.fromarray(face).resize((64, 64)).convert("RGBA"),
+    }
+    for name, image in paths.items():
+        image.save(tmp_path / name)
+    files = [str(tmp_path / name) for name in paths]
+    assert main(["predict", "--model", f"models:/{MODEL}@champion", *files]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line, path in zip(lines, files):
+        assert line.startswith(f"{path}: ") and line.split(": ")[1].split(" (")[0] in EMOTIONS
+        probabilities = [float(p) for p in line.split("[")[1].rstrip("]").split()[1::2]]
+        assert sum(probabilities) == pytest.approx(1, abs=0.01)
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 90), dtype=np.uint8)).save(noise)
+    assert main(["predict", "--detect-faces", "--model", f"models:/{MODEL}@champion", str(noise)]) == 0
+    out = capsys.readouterr().out
+    assert f"{noise}: no face detected, using the whole image" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "--model", f"models:/{MODEL}@champion", "missing.png"], "missing.png: no such image file"),
+        (["predict", "--model", f"models:/{MODEL}@champion", "broken.png"], "broken.png: not a readable image"),
+        (["predict", "--model", "models:/no-such@champion", "face.png"], "models:/no-such@champion: cannot load"),
+        (["predict", "--model", f"models:/{MODEL}/99", "face.png"], f"models:/{MODEL}/99: cannot load"),
+        (["predict", "--model", "nowhere/", "face.png"], "nowhere/: no such folder, and not a model URI"),
+        (["models", "download", f"models:/{MODEL}@nobody", "--to", "out"], f"models:/{MODEL}@nobody: cannot load"),
+        (["models", "list", "no-such-model"], "no registered model named 'no-such-model'"),
+    ],
+)
+def test_bad_input_is_one_line_error(tracked, argv, message, capsys):
+    (tracked.folder / "broken.png").write_text("not an image")
+    Image.fromarray(tracked.sweep.data.test.images[0].numpy()).save(tracked.folder / "face.png")
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("fer-tune: error: ") and captured.err.count("\n") == 1, captured.err
+    assert message in captured.err and "Traceback" not in captured.err + captured.out
+
+
+def test_mlflow_models_serve_answers_a_scoring_request(tracked):
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion"]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    images = tracked.sweep.data.test.images[:5].unsqueeze(1).float().numpy()
+    env = subprocess_env(MLFLOW_TRACKING_URI=tracked.uri)
+    with serving(command, "/ping", port, cwd=tracked.folder, env=env) as base:
+        request = urllib.request.Request(
+            base + "/invocations",
+            data=json.dumps({"inputs": images.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = np.array(json.loads(response.read())["predictions"])
+    assert predictions.shape == (5, len(EMOTIONS))
+    assert predictions.sum(1) == pytest.approx(np.ones(5), abs=1e-5)
+    local = mlflow.pyfunc.load_model(tracked.client.get_model_version_download_uri(MODEL, "1"))
+    assert (predictions.argmax(1) == local.predict(images).argmax(1)).all()
+
+
+def test_worse_sweep_is_registered_as_challenger(tracked, blob_csv, capsys):
+    """Runs last: it adds version 2. A 1-epoch lr 1e-5 model cannot beat the champion."""
+    worse = SPACE.replace("name: tracked", "name: worse").replace("{choice: [0, 1]}", "0")
+    worse = worse.replace("num_samples: 3, max_epochs: 3", "num_samples: 1, max_epochs: 1")
+    worse = worse.replace("{choice: [3.0e-3, 1.0e-5]}", "1.0e-5")
+    (tracked.folder / "worse.yaml").write_text(worse)
+    sweep = run_sweep(load_space("worse.yaml"), data_source=str(blob_csv), storage=tracked.folder / "ray", verbose=0)
+    registration = sweep.registration
+    assert (registration.version, registration.alias) == ("2", "challenger")
+    assert registration.rival == ("1", pytest.approx(tracked.sweep.registration.accuracy, abs=1e-6))
+    assert "challenger" in registration.message and "@champion unchanged" in registration.message
+    client = tracked.client
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+    assert client.get_model_version(MODEL, "2").tags["data_fingerprint"] == tracked.sweep.data.fingerprint()
