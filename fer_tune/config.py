@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from fer_tune.errors import FerTuneError
 
@@ -89,25 +89,10 @@ class TrainConfig(Strict):
     def resolved_padding(self) -> int:
         return (self.kernel_size - 1) // 2 if self.padding == "auto" else self.padding
 
-    @field_validator("model")
+    @field_validator("model", "augmentation", "optimizer", "scheduler")
     @classmethod
-    def _model(cls, v: str) -> str:
-        return _check_name("model", v)
-
-    @field_validator("augmentation")
-    @classmethod
-    def _augmentation(cls, v: str) -> str:
-        return _check_name("augmentation", v)
-
-    @field_validator("optimizer")
-    @classmethod
-    def _optimizer(cls, v: str) -> str:
-        return _check_name("optimizer", v)
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        return _check_name("scheduler", v)
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        return _check_name(info.field_name, value)
 
 
 class DataConfig(Strict):
