@@ -87,3 +87,23 @@ def test_define_by_run_is_picklable(tmp_path):
 
     sample = define_by_run(space_from(tmp_path, CONDITIONAL))
     assert pickle.loads(pickle.dumps(sample)).space == sample.space
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("asha", "AsyncHyperBandScheduler"), ("hyperband", "HyperBandScheduler"),
+     ("median", "MedianStoppingRule"), ("none", "FIFOScheduler")],
+)
+def test_every_scheduler_counts_our_epochs(tmp_path, name, expected):
+    from fer_tune.search import TIME_ATTR, build_scheduler
+
+    space = space_from(tmp_path, f"scheduler: {{name: {name}, grace_period: 3, reduction_factor: 2}}\nbudget: {{max_epochs: 9}}\n")
+    scheduler = build_scheduler(space)
+    assert type(scheduler).__name__ == expected
+    if name != "none":
+        assert scheduler._time_attr == TIME_ATTR == "epoch"
+    if name == "asha":
+        assert (scheduler._max_t, scheduler._reduction_factor) == (9, 2)
+        assert [milestone for milestone, _ in scheduler._brackets[0]._rungs] == [6, 3]  # grace 3, x2, below max_t 9
+    if name == "median":
+        assert scheduler._grace_period == 3
