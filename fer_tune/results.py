@@ -136,7 +136,9 @@ def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int 
     shown = trials.head(top)[["trial_id", best, "epochs", "status", *varying]].copy()
     shown.insert(0, "rank", range(1, len(shown) + 1))
     shown[best] = shown[best].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
-    return shown.to_markdown(index=False, disable_numparse=True)  # keep the 4-decimal metric strings
+    for column in varying:  # 4 significant digits; blank where a conditional parameter was inactive
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v))
+    return shown.to_markdown(index=False, disable_numparse=True)  # keep our formatting as it is
 
 
 def _param_columns(trials: pd.DataFrame) -> list[str]:

@@ -30,4 +30,7 @@ def test_tables_and_plots_with_boolean_and_conditional_parameters(tmp_path):
     for name in ("trials.csv", "curves.csv", "leaderboard.md", "curves.png", "by_parameter.png", "parallel.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     rows = leaderboard_markdown(trials, "val_accuracy", "max", top=2).splitlines()[2:]
-    assert [[cell.strip() for cell in row.split("|")[1:4]] for row in rows] == [["1", "a", "0.7000"], ["2", "c", "0.5500"]]
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    # rank, trial, metric, epochs, status, then the varying parameters model, pretrained, lr
+    assert cells == [["1", "a", "0.7000", "4", "completed", "resnet18", "True", "0.001"],
+                     ["2", "c", "0.5500", "4", "completed", "basic", "", "0.0001"]]
