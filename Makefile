@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install clean
+.PHONY: run test install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
+# Benchmarks (bench/): short by default; `make bench BENCH_ARGS=--full` for the real sizes.
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) results/*/ .pytest_cache
+	rm -rf $(VENV) .pytest_cache $$(ls -d results/*/ | grep -v "^results/bench/")

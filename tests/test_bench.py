@@ -23,8 +23,8 @@ def test_pipeline_writes_batched_per_image_and_ratio(tmp_path):
                    "--workers", "0", "--layouts", "pil", "--rounds", "1"])
     found = figures(tmp_path, "pipeline")
     assert found["trans4/b64/batched"]["value"] > 0 and found["trans4/b64/per_image"]["value"] > 0
-    ratio = found["trans4/b64/ratio"]
-    assert ratio["value"] == pytest.approx(found["trans4/b64/batched"]["value"] / found["trans4/b64/per_image"]["value"], rel=1e-3)
+    batched, per_image, ratio = (found[f"trans4/b64/{kind}"] for kind in ("batched", "per_image", "ratio"))
+    assert ratio["value"] == pytest.approx(batched["value"] / per_image["value"], rel=1e-3)
     assert ratio["target"] == ">= 10"
     table = (tmp_path / "README.md").read_text()
     assert "trans4/b64/ratio" in table and "bench.pipeline" in table
@@ -81,7 +81,8 @@ def test_asha_budget_and_efficiency_spaces():
     assert setup["grid_points"] == 12 and grid.search.algorithm == "grid"
     assert asha.search.algorithm == "optuna" and asha.scheduler.name == "asha"
     assert {p.kind for p in asha.space} <= {"fixed", "choice"}
-    assert asha.budget.num_samples * sweep.asha_epochs_per_trial(1, 3, 4) <= setup["epoch_budget"]
+    assert asha.budget.num_samples * sweep.asha_epochs_per_trial(1, 3, 6) <= setup["epoch_budget"]
+    assert ("width", (sweep.SHORT_WIDTH,)) in [(p.name, p.values) for p in grid.space]
     full_grid, _, full_setup = sweep.efficiency_spaces(full=True)
     assert full_setup["grid_points"] == 120 and full_grid.budget.max_epochs == 150
 

@@ -1,0 +1,293 @@
+"""Sweep overheads and search efficiency, on real Ray with synthetic data.
+
+    .venv/bin/python -m bench.sweep           # short: ~10 min on a 2-core CPU
+    .venv/bin/python -m bench.sweep --full    # the whole tandon2020 grid at 150 epochs on 30,000
+                                              # faces (sized for GPUs: months on a CPU)
+
+Figures:
+* cli_help: wall time of `fer-tune --help` in a fresh process, best of 5.
+* quick/*: `run_sweep` on search_spaces/quick.yaml. Its wall time (the whole call: loading the
+  data, starting Ray, trials, reporting, checkpoints, tracking, results and plots) is split into
+  training, the time during which at least one trial was inside `fit` (the union over trials of
+  [fit called or previous epoch reported, epoch reported] intervals, so two trials training at
+  once count once), and orchestration, the rest. A second split divides trainer-seconds (the sum
+  of those intervals) by the concurrency instead; it charges a trial waiting for a free slot to
+  orchestration, so it is the more pessimistic of the two.
+* efficiency/*: the tandon2020.yaml grid, every trial to the last epoch, against Optuna TPE +
+  ASHA over the same space (its grid axes as choices; full.yaml's searcher and rungs: grace 5,
+  reduction 3) with at most a quarter of the grid's epochs: best validation accuracy of each and
+  the epochs each trained (the sum over trials).
+quick.yaml is CPU-sized, so both modes run it as it is. For efficiency, short mode shrinks the data,
+the epochs and the grid (12 points: vgg and deep at width 1/8, quick.yaml's nets, in place of
+model2 and model3, which learn nothing in 6 epochs), all recorded in the JSON lines: it shows the
+comparison works end to end; at that size its accuracies are weak evidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ray.cloudpickle
+import torch
+
+from bench.common import Recorder, write_readme
+from fer_tune.config import (
+    BudgetConfig, DataConfig, MlflowConfig, Param, ResourcesConfig, SchedulerConfig, SearchConfig, SpaceFile,
+    load_space,
+)
+from trainables import TRAINABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK, TANDON = ROOT / "search_spaces" / "quick.yaml", ROOT / "search_spaces" / "tandon2020.yaml"
+HELP_REPEATS = 5
+TARGETS = {"orchestration": "<= 15", "cli_help": "< 1", "gap": "<= 0.5", "epoch_share": "<= 25",
+           "full_gpu_hour": "<= 1"}
+EPOCH_BUDGET_SHARE = 0.25  # Optuna+ASHA gets at most this share of the grid's epochs
+SHORT_QUICK = None  # quick.yaml is CPU-sized already (minutes): short mode runs it as it is
+SHORT_GRID = {  # tandon2020.yaml shrunk to 2 x 3 x 2 = 12 trials. Its model2 and model3 stay at the
+    # class prior for more epochs than short mode trains (no BatchNorm); quick.yaml's BatchNorm nets learn.
+    "model": ("vgg", "deep"),
+    "augmentation": ("trans1", "trans4", "trans10"),
+    "scheduler": ("plateau", "cos_warm"),
+    "T_0": (2,),
+    "T_mult": (10,),
+    "kernel_size": (3,),
+}
+SHORT_WIDTH = 0.125  # short mode scales every conv to 1/8 of its channels, as quick.yaml does
+SHORT_EFFICIENCY = dict(n=4000, max_epochs=6, grace_period=1, reduction_factor=3)  # rungs 1, 3, 6
+# Asynchronous promotion trains more than synchronous halving's expectation (1.5-1.7x measured on
+# 6-trial sweeps: early trials are promoted before a rung has others to compare with), so the
+# trial count leaves that much room in the budget.
+ASHA_ASYNC_FACTOR = 2.0
+FULL_ASHA = dict(grace_period=5, reduction_factor=3)  # full.yaml's scheduler
+TIMED_TRAINABLE = "fer_cnn_timed"
+# Bench sweeps are tracked like any sweep (tracking is part of the overhead measured), into their
+# own store and under their own model name, so they never mix with real experiments.
+BENCH_MLFLOW = MlflowConfig(tracking_uri=f"sqlite:///{ROOT / 'results' / 'mlflow-bench.db'}",
+                            register_as="fer-emotion-bench")
+
+
+def timed_fer_cnn(config: dict, data) -> None:
+    """The fer_cnn trainable, also reporting when each epoch's time inside `fit` began and ended."""
+    import trainables.fer_cnn as fer_cnn
+
+    fit = fer_cnn.fit
+
+    def timed_fit(train_config, data, on_epoch, resume=None):
+        began = time.time()  # wall clock: comparable across trial processes
+
+        def timed_on_epoch(metrics, state):
+            nonlocal began
+            on_epoch({**metrics, "fit_began": began, "fit_ended": time.time()}, state)
+            began = time.time()  # the report and its checkpoint are not training
+
+        return fit(train_config, data, timed_on_epoch, resume=resume)
+
+    fer_cnn.fit = timed_fit  # this trial's process only
+    try:
+        fer_cnn.train_fer_cnn(config, data)
+    finally:
+        fer_cnn.fit = fit
+
+
+TRAINABLES.setdefault(TIMED_TRAINABLE, timed_fer_cnn)
+# Ray ships the trainable by value: trial processes need not find the (uninstalled) bench package.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def cli_help_seconds() -> list[float]:
+    command = [str(Path(sys.executable).with_name("fer-tune")), "--help"]
+    times = []
+    for _ in range(HELP_REPEATS):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Total length of the union of [start, end] intervals."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def fit_intervals(sweep) -> list[tuple[float, float]]:
+    intervals = []
+    for result in sweep.result_grid:
+        frame = result.metrics_dataframe
+        if frame is not None and "fit_began" in frame:
+            intervals += list(zip(frame["fit_began"].dropna(), frame["fit_ended"].dropna()))
+    return intervals
+
+
+def for_bench(space: SpaceFile) -> SpaceFile:
+    """The bench's tracking store; without a GPU, trials ask for one CPU and no GPU (a file's
+    gpu: 0.25 would never start)."""
+    space = space.model_copy(update={"mlflow": BENCH_MLFLOW})
+    if torch.cuda.is_available() or space.resources.gpu == 0:
+        return space
+    return space.model_copy(update={"resources": ResourcesConfig(cpu=1, gpu=0)})
+
+
+def quick_space(full: bool) -> tuple[SpaceFile, dict]:
+    space = load_space(QUICK)
+    if full or not SHORT_QUICK:
+        return space, {}
+    shrink = SHORT_QUICK
+    space = space.model_copy(update={
+        "data": space.data.model_copy(update={"n": shrink["n"]}),
+        "budget": space.budget.model_copy(update={"num_samples": shrink["num_samples"],
+                                                  "max_epochs": shrink["max_epochs"]}),
+    })
+    return space, shrink
+
+
+def run_quick(record: Recorder, full: bool, verbose: int) -> list[dict]:
+    from fer_tune.search import run_sweep
+
+    space, shrink = quick_space(full)
+    space = for_bench(space.model_copy(update={"trainable": TIMED_TRAINABLE}))
+    called = time.time()
+    sweep = run_sweep(space, name=f"bench-quick-{time.strftime('%Y%m%d-%H%M%S')}", verbose=verbose)
+    returned = time.time()
+    intervals = fit_intervals(sweep)
+    wall, training, trainer_seconds = sweep.wall_seconds, union_seconds(intervals), sum(e - b for b, e in intervals)
+    where = {  # where the orchestration time went, roughly
+        "until_first_fit_s": round(min(b for b, _ in intervals) - called, 2),  # data, Ray start, first trial start
+        "after_last_fit_s": round(returned - max(e for _, e in intervals), 2),  # last report, results, tracking
+    }
+    cpus = os.cpu_count() or 1
+    concurrency = min(space.budget.max_concurrent or cpus, max(1, int(cpus // space.resources.cpu)))
+    setup = dict(space="search_spaces/quick.yaml", shrunk=shrink or None, trials=len(sweep.trials),
+                 epochs_trained=int(sweep.trials["epochs"].sum()))
+    return [
+        record("quick/wall", wall, "s", definition="run_sweep from call to return", **setup),
+        record("quick/training", training, "s",
+               definition="union over trials of time inside fit (epoch start to epoch reported)", **setup),
+        record("quick/orchestration_share", 100 * (wall - training) / wall, "%", target=TARGETS["orchestration"],
+               definition="(wall - training) / wall: time when no trial was inside fit", **where, **setup),
+        record("quick/orchestration_share_by_trainer_seconds",
+               100 * max(0.0, 1 - trainer_seconds / (concurrency * wall)), "%",
+               definition=f"1 - trainer-seconds / ({concurrency} concurrent x wall)",
+               trainer_seconds=round(trainer_seconds, 2), **setup),
+    ]
+
+
+def _as_choices(space: SpaceFile, values: dict | None, width: float | None) -> tuple[SpaceFile, SpaceFile]:
+    """(the grid, its axes restricted to `values` and `width` fixed if given; the same space with
+    choices for Optuna)."""
+    grid = tuple(p.model_copy(update={"values": values[p.name]}) if values and p.name in values else p
+                 for p in space.space)
+    if width is not None:
+        grid += (Param(name="width", kind="fixed", values=(width,)),)
+    choices = tuple(p.model_copy(update={"kind": "choice"}) if p.kind == "grid" else p for p in grid)
+    return space.model_copy(update={"space": grid}), space.model_copy(update={"space": choices})
+
+
+def asha_epochs_per_trial(grace: int, reduction: float, max_t: int) -> float:
+    """Expected epochs of one trial under synchronous successive halving (ASHA's ideal)."""
+    epochs, rung, share = float(grace), grace, 1.0
+    while rung < max_t:
+        share /= reduction
+        nxt = min(max_t, rung * reduction)
+        epochs += share * (nxt - rung)
+        rung = nxt
+    return epochs
+
+
+def efficiency_spaces(full: bool) -> tuple[SpaceFile, SpaceFile, dict]:
+    from fer_tune.sampling import grid_points
+
+    tandon = load_space(TANDON)
+    settings = FULL_ASHA if full else SHORT_EFFICIENCY
+    grid, choices = _as_choices(tandon, None if full else SHORT_GRID, None if full else SHORT_WIDTH)
+    data = DataConfig(source="synthetic", n=tandon.data.n if full else settings["n"], seed=0)
+    max_epochs = tandon.budget.max_epochs if full else settings["max_epochs"]
+    grid = for_bench(grid.model_copy(update={
+        "name": "bench-grid", "data": data, "budget": BudgetConfig(num_samples=1, max_epochs=max_epochs)}))
+    points = len(grid_points(grid))
+    budget = EPOCH_BUDGET_SHARE * points * max_epochs
+    per_trial = asha_epochs_per_trial(settings["grace_period"], settings["reduction_factor"], max_epochs)
+    samples = max(1, min(points, int(budget // (ASHA_ASYNC_FACTOR * per_trial))))  # at most one per grid point
+    asha = for_bench(choices.model_copy(update={
+        "name": "bench-asha", "data": data,
+        "search": SearchConfig(algorithm="optuna", seed=0),
+        "scheduler": SchedulerConfig(name="asha", grace_period=settings["grace_period"],
+                                     reduction_factor=settings["reduction_factor"]),
+        "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs)}))
+    setup = dict(grid_points=points, max_epochs=max_epochs, data_n=data.n, asha_trials=samples,
+                 asha=dict(grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"]),
+                 epoch_budget=budget, sub_grid=None if full else {k: list(v) for k, v in SHORT_GRID.items()},
+                 width=None if full else SHORT_WIDTH)
+    return grid, asha, setup
+
+
+def run_efficiency(record: Recorder, full: bool, verbose: int) -> list[dict]:
+    from fer_tune.search import run_sweep
+
+    grid_space, asha_space, setup = efficiency_spaces(full)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    grid = run_sweep(grid_space, name=f"bench-grid-{stamp}", verbose=verbose)
+    asha = run_sweep(asha_space, name=f"bench-asha-{stamp}", verbose=verbose)
+    grid_epochs, asha_epochs = int(grid.trials["epochs"].sum()), int(asha.trials["epochs"].sum())
+    grid_best = grid.best.best_metric if grid.best else float("nan")
+    asha_best = asha.best.best_metric if asha.best else float("nan")
+    return [
+        record("efficiency/grid_best_val_accuracy", 100 * grid_best, "%", epochs=grid_epochs,
+               wall_seconds=round(grid.wall_seconds, 1), **setup),
+        record("efficiency/asha_best_val_accuracy", 100 * asha_best, "%", epochs=asha_epochs,
+               wall_seconds=round(asha.wall_seconds, 1), **setup),
+        record("efficiency/accuracy_gap", 100 * (grid_best - asha_best), "points", target=TARGETS["gap"],
+               definition="grid best - Optuna+ASHA best validation accuracy", **setup),
+        record("efficiency/asha_epoch_share", 100 * asha_epochs / grid_epochs, "%", target=TARGETS["epoch_share"],
+               definition="epochs Optuna+ASHA trained / epochs the grid trained",
+               grid_epochs=grid_epochs, asha_epochs=asha_epochs, **setup),
+    ]
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    record = Recorder("sweep", "full" if args.full else "short", args.out)
+    times = cli_help_seconds()
+    lines = [record("cli_help", min(times), "s", target=TARGETS["cli_help"],
+                    definition=f"wall time of `fer-tune --help` in a new process, best of {HELP_REPEATS}",
+                    all=[round(t, 3) for t in times])]
+    if not args.skip_quick:
+        lines += run_quick(record, args.full, args.verbose)
+    if not args.skip_efficiency:
+        lines += run_efficiency(record, args.full, args.verbose)
+    if torch.cuda.is_available():
+        lines.append(record.not_measured("full_yaml_gpu_hours", "GPU-hours", TARGETS["full_gpu_hour"],
+                                         why="not run by this bench: `fer-tune run search_spaces/full.yaml` "
+                                             "on FER2013, timed by hand"))
+    else:
+        lines.append(record.not_measured("full_yaml_gpu_hours", "GPU-hours", TARGETS["full_gpu_hour"]))
+    write_readme(args.out)
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="quick.yaml as it is and the whole tandon2020 grid")
+    parser.add_argument("--skip-quick", action="store_true")
+    parser.add_argument("--skip-efficiency", action="store_true")
+    parser.add_argument("--verbose", type=int, default=0, help="Ray Tune's verbosity (0-3)")
+    parser.add_argument("--out", type=Path, help="results folder (default results/bench)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
