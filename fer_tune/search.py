@@ -88,6 +88,8 @@ def run_sweep(
         path = f"{storage}/{name}"
         if not tune.Tuner.can_restore(path):
             raise FerTuneError(f"--resume: no interrupted sweep at {path}; start one without --resume")
+        # Ray restores the callbacks pickled with the first run (ours look their MLflow runs up again
+        # by tag), so `callbacks` built above only take effect in new sweeps.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
