@@ -37,7 +37,7 @@ from fer_tune.config import make_train_config  # noqa: E402
 from fer_tune.data.dataset import Split  # noqa: E402
 from fer_tune.serving import CARD_FILE, TORCHSCRIPT_FILE, Predictor, load_model, model_card  # noqa: E402
 from fer_tune.tracking import SweepRuns, fluent_tracking  # noqa: E402
-from fer_tune.training import build_model, per_class_scores  # noqa: E402
+from fer_tune.training import build_model, confusion_matrix, per_class_scores  # noqa: E402
 from trainables.fer_cnn import STATE_FILE  # noqa: E402
 
 FLIP_TTA = True  # average each face with its mirror image when testing and in the registered model
@@ -163,11 +163,11 @@ def score(predictor: Predictor, split: Split, num_classes: int, batch_size: int 
     """Accuracy, macro-F1, per-class scores and confusion matrix of `predictor` on `split`."""
     probabilities = torch.cat([predictor(split.images[i : i + batch_size]) for i in range(0, len(split), batch_size)])
     predictions = probabilities.argmax(1)
-    confusion = torch.bincount(split.labels * num_classes + predictions, minlength=num_classes**2)
+    confusion = confusion_matrix(split.labels, predictions, num_classes)
     return {
         "accuracy": (predictions == split.labels).float().mean().item(),
-        **per_class_scores(confusion.reshape(num_classes, num_classes)),
-        "confusion": confusion.reshape(num_classes, num_classes),
+        **per_class_scores(confusion),
+        "confusion": confusion,
         "probabilities": probabilities,
     }
 

@@ -213,9 +213,7 @@ def evaluate(
             logits.append(model(images).float())
     logits = torch.cat(logits)
     predictions = logits.argmax(1)
-    confusion = torch.bincount(
-        split.labels * num_classes + predictions, minlength=num_classes * num_classes
-    ).reshape(num_classes, num_classes)
+    confusion = confusion_matrix(split.labels, predictions, num_classes)
     return {
         "loss": F.cross_entropy(logits, split.labels).item(),
         "accuracy": (predictions == split.labels).float().mean().item(),
@@ -223,6 +221,11 @@ def evaluate(
         "confusion": confusion.cpu(),
         "probabilities": logits.softmax(1).cpu(),
     }
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts [true class, predicted class]."""
+    return torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def per_class_scores(confusion: torch.Tensor) -> dict:
