@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fer_tune.constants import EMOTIONS, IMAGE_SIZE, NUM_PIXELS, USAGE_TO_SPLIT
-from fer_tune.data.dataset import FerDataset, Split
+from fer_tune.data.dataset import FerDataset, Split, stratified_holdout
 from fer_tune.errors import FerTuneError
 
 FORMAT_VERSION = 1  # bump when parsing changes, so cached parses are rebuilt
@@ -99,29 +99,6 @@ def fer2013_cache_key(path: str | Path, val_fraction: float, seed: int) -> str:
     carve = "" if has_usage else f"-val{val_fraction}-s{seed}"
     return f"fer2013-v{FORMAT_VERSION}-{digest.hexdigest()[:32]}{carve}"
 
-
-def stratified_holdout(labels: np.ndarray, val_fraction: float, seed: int,
-                       *, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (train, validation), `val_fraction` of each class to validation.
-
-    A class with at least 2 images keeps at least one on each side, so every class is
-    present in both when counts allow. Indices stay in their original order.
-    """
-    if not 0 < val_fraction < 1:
-        raise FerTuneError(f"val_fraction must be strictly between 0 and 1 to carve a validation split "
-                           f"from {where}, got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    val_parts = []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
-        val_parts.append(members[:n_val])
-    val_mask = np.zeros(len(labels), dtype=bool)
-    val_mask[np.concatenate(val_parts)] = True
-    if not val_mask.any():
-        raise FerTuneError(f"{where} has too few images to carve a validation split: "
-                           f"expected at least 2 images of some class")
-    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
 
 def _split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from fer_tune.constants import EMOTIONS, IMAGE_SIZE
-from fer_tune.data.dataset import FerDataset, Split
-from fer_tune.data.fer2013 import stratified_holdout
+from fer_tune.data.dataset import FerDataset, Split, stratified_holdout
 from fer_tune.errors import FerTuneError
 
 FORMAT_VERSION = 1  # bump when decoding changes, so cached folders are rebuilt
