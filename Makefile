@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install clean bench
+.PHONY: run test lint install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/fer-tune run search_spaces/quick.yaml
 
-test: $(VENV)/.installed-test
+# Lint first: ruff (style, import order) and import-linter (the layer contracts in pyproject.toml).
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (bench/): short by default; `make bench BENCH_ARGS=--full` for the real sizes.

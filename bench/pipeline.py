@@ -34,7 +34,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.common import MALLOC_TUNING, Recorder, tune_malloc, write_readme
-from fer_tune.augment import create_augmentation, list_augmentations, torchvision_reference
+from bench.reference import torchvision_reference
+from fer_tune.core.augment import create_augmentation, list_augmentations
 from fer_tune.data import load_dataset
 
 BATCH_SIZES = (64, 128)  # TrainConfig's default, and full.yaml's next choice
@@ -168,18 +169,35 @@ def run(args: argparse.Namespace) -> list[dict]:
                 for layout in args.layouts:
                     for workers in args.workers:
                         key = f"{layout}/workers={workers}"
-                        per_image[key] = max(per_image.get(key, 0.0), per_image_rate(images, name, layout, workers,
-                                                                                     batch_size))
+                        per_image[key] = max(
+                            per_image.get(key, 0.0), per_image_rate(images, name, layout, workers, batch_size)
+                        )
                 if before is not None:
                     old = max(old, best_batched(images, before.create_augmentation(name), batch_size, cpu))
             best = max(per_image, key=per_image.get)
-            lines.append(record(f"{figure}/batched", batched[0], "images/s", threads=batched[1], device="cpu",
-                                **common))
-            lines.append(record(f"{figure}/per_image", per_image[best], "images/s", best=best,
-                                all={k: round(v) for k, v in per_image.items()}, **common))
-            lines.append(record(f"{figure}/ratio", batched[0] / per_image[best], "x", target=f">= {TARGET_RATIO}",
-                                definition="batched images/s / best per-image torchvision DataLoader images/s",
-                                **common))
+            lines.append(
+                record(f"{figure}/batched", batched[0], "images/s", threads=batched[1], device="cpu", **common)
+            )
+            lines.append(
+                record(
+                    f"{figure}/per_image",
+                    per_image[best],
+                    "images/s",
+                    best=best,
+                    all={k: round(v) for k, v in per_image.items()},
+                    **common,
+                )
+            )
+            lines.append(
+                record(
+                    f"{figure}/ratio",
+                    batched[0] / per_image[best],
+                    "x",
+                    target=f">= {TARGET_RATIO}",
+                    definition="batched images/s / best per-image torchvision DataLoader images/s",
+                    **common,
+                )
+            )
             if before is not None:
                 lines.append(record(f"{figure}/batched@{args.before}", old[0], "images/s", threads=old[1], **common))
                 lines.append(record(f"{figure}/ratio@{args.before}", old[0] / per_image[best], "x", **common))
@@ -189,8 +207,16 @@ def run(args: argparse.Namespace) -> list[dict]:
         for batch_size in args.batch_sizes:
             for name in args.strategies:
                 rate, _ = best_batched(gpu_images, create_augmentation(name), batch_size, cuda)
-                lines.append(record(f"{name}/b{batch_size}/batched_cuda", rate, "images/s", device="cuda",
-                                    images=FULL_IMAGES, batch_size=batch_size))
+                lines.append(
+                    record(
+                        f"{name}/b{batch_size}/batched_cuda",
+                        rate,
+                        "images/s",
+                        device="cuda",
+                        images=FULL_IMAGES,
+                        batch_size=batch_size,
+                    )
+                )
     else:
         lines.append(record.not_measured("batched_cuda", "images/s"))
     write_readme(args.out)

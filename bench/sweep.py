@@ -33,23 +33,32 @@ import sys
 import time
 from pathlib import Path
 
-import ray.cloudpickle
 import torch
 
 from bench.common import Recorder, write_readme
-from fer_tune.config import (
-    BudgetConfig, DataConfig, MlflowConfig, Param, ResourcesConfig, SchedulerConfig, SearchConfig, SpaceFile,
+from fer_tune.search.space import (
+    BudgetConfig,
+    DataConfig,
+    MlflowConfig,
+    PrunerConfig,
+    ResourcesConfig,
+    SearchConfig,
+    SpaceFile,
     load_space,
 )
-from trainables import TRAINABLES
+from fer_tune.search.syntax import Param
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK, TANDON = ROOT / "search_spaces" / "quick.yaml", ROOT / "search_spaces" / "tandon2020.yaml"
 HELP_REPEATS = 5
-TARGETS = {"orchestration": "<= 15", "cli_help": "< 1", "gap": "<= 0.5", "epoch_share": "<= 25",
-           "full_gpu_hour": "<= 1"}
+TARGETS = {
+    "orchestration": "<= 15",
+    "cli_help": "< 1",
+    "gap": "<= 0.5",
+    "epoch_share": "<= 25",
+    "full_gpu_hour": "<= 1",
+}
 EPOCH_BUDGET_SHARE = 0.25  # Optuna+ASHA gets at most this share of the grid's epochs
-SHORT_QUICK = None  # quick.yaml is CPU-sized already (minutes): short mode runs it as it is
 SHORT_GRID = {  # tandon2020.yaml shrunk to 2 x 3 x 2 = 12 trials. Its model2 and model3 stay at the
     # class prior for more epochs than short mode trains (no BatchNorm); quick.yaml's BatchNorm nets learn.
     "model": ("vgg", "deep"),
@@ -65,40 +74,12 @@ SHORT_EFFICIENCY = dict(n=4000, max_epochs=6, grace_period=1, reduction_factor=3
 # 6-trial sweeps: early trials are promoted before a rung has others to compare with), so the
 # trial count leaves that much room in the budget.
 ASHA_ASYNC_FACTOR = 2.0
-FULL_ASHA = dict(grace_period=5, reduction_factor=3)  # full.yaml's scheduler
-TIMED_TRAINABLE = "fer_cnn_timed"
+FULL_ASHA = dict(grace_period=5, reduction_factor=3)  # full.yaml's pruner
 # Bench sweeps are tracked like any sweep (tracking is part of the overhead measured), into their
 # own store and under their own model name, so they never mix with real experiments.
-BENCH_MLFLOW = MlflowConfig(tracking_uri=f"sqlite:///{ROOT / 'results' / 'mlflow-bench.db'}",
-                            register_as="fer-emotion-bench")
-
-
-def timed_fer_cnn(config: dict, data) -> None:
-    """The fer_cnn trainable, also reporting when each epoch's time inside `fit` began and ended."""
-    import trainables.fer_cnn as fer_cnn
-
-    fit = fer_cnn.fit
-
-    def timed_fit(train_config, data, on_epoch, resume=None):
-        began = time.time()  # wall clock: comparable across trial processes
-
-        def timed_on_epoch(metrics, state):
-            nonlocal began
-            on_epoch({**metrics, "fit_began": began, "fit_ended": time.time()}, state)
-            began = time.time()  # the report and its checkpoint are not training
-
-        return fit(train_config, data, timed_on_epoch, resume=resume)
-
-    fer_cnn.fit = timed_fit  # this trial's process only
-    try:
-        fer_cnn.train_fer_cnn(config, data)
-    finally:
-        fer_cnn.fit = fit
-
-
-TRAINABLES.setdefault(TIMED_TRAINABLE, timed_fer_cnn)
-# Ray ships the trainable by value: trial processes need not find the (uninstalled) bench package.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+BENCH_MLFLOW = MlflowConfig(
+    tracking_uri=f"sqlite:///{ROOT / 'results' / 'mlflow-bench.db'}", register_as="fer-emotion-bench"
+)
 
 
 def cli_help_seconds() -> list[float]:
@@ -122,11 +103,14 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
 
 
 def fit_intervals(sweep) -> list[tuple[float, float]]:
+    """(began, ended) wall-clock times of every epoch inside `fit`: each report's time less the
+    epoch's own measured seconds (`epoch_seconds` from fit, `reported_at` from the trainable)."""
     intervals = []
     for result in sweep.result_grid:
         frame = result.metrics_dataframe
-        if frame is not None and "fit_began" in frame:
-            intervals += list(zip(frame["fit_began"].dropna(), frame["fit_ended"].dropna()))
+        if frame is not None and "reported_at" in frame:
+            frame = frame.dropna(subset=["reported_at", "epoch_seconds"])
+            intervals += [(end - seconds, end) for end, seconds in zip(frame["reported_at"], frame["epoch_seconds"])]
     return intervals
 
 
@@ -139,26 +123,19 @@ def for_bench(space: SpaceFile) -> SpaceFile:
     return space.model_copy(update={"resources": ResourcesConfig(cpu=1, gpu=0)})
 
 
-def quick_space(full: bool) -> tuple[SpaceFile, dict]:
-    space = load_space(QUICK)
-    if full or not SHORT_QUICK:
-        return space, {}
-    shrink = SHORT_QUICK
-    space = space.model_copy(update={
-        "data": space.data.model_copy(update={"n": shrink["n"]}),
-        "budget": space.budget.model_copy(update={"num_samples": shrink["num_samples"],
-                                                  "max_epochs": shrink["max_epochs"]}),
-    })
-    return space, shrink
+def tracked_sweep(space: SpaceFile, name: str, verbose: int):
+    """Run `space` as `fer-tune run` does, tracked (tracking is part of the overhead measured)."""
+    from fer_tune.cli.sweep import run_space
+
+    return run_space(space, name=name, verbose=verbose)[0]
 
 
-def run_quick(record: Recorder, full: bool, verbose: int) -> list[dict]:
-    from fer_tune.search import run_sweep
-
-    space, shrink = quick_space(full)
-    space = for_bench(space.model_copy(update={"trainable": TIMED_TRAINABLE}))
+def run_quick(record: Recorder, space: SpaceFile, verbose: int) -> list[dict]:
+    """Wall time of one tracked sweep of `space` (quick.yaml in both modes: it is CPU-sized already), split
+    into time inside `fit` and the rest."""
+    space = for_bench(space)
     called = time.time()
-    sweep = run_sweep(space, name=f"bench-quick-{time.strftime('%Y%m%d-%H%M%S')}", verbose=verbose)
+    sweep = tracked_sweep(space, f"bench-quick-{time.strftime('%Y%m%d-%H%M%S')}", verbose)
     returned = time.time()
     intervals = fit_intervals(sweep)
     wall, training, trainer_seconds = sweep.wall_seconds, union_seconds(intervals), sum(e - b for b, e in intervals)
@@ -168,26 +145,42 @@ def run_quick(record: Recorder, full: bool, verbose: int) -> list[dict]:
     }
     cpus = os.cpu_count() or 1
     concurrency = min(space.budget.max_concurrent or cpus, max(1, int(cpus // space.resources.cpu)))
-    setup = dict(space="search_spaces/quick.yaml", shrunk=shrink or None, trials=len(sweep.trials),
-                 epochs_trained=int(sweep.trials["epochs"].sum()))
+    setup = dict(space=space.path, trials=len(sweep.trials), epochs_trained=int(sweep.trials["epochs_run"].sum()))
     return [
         record("quick/wall", wall, "s", definition="run_sweep from call to return", **setup),
-        record("quick/training", training, "s",
-               definition="union over trials of time inside fit (epoch start to epoch reported)", **setup),
-        record("quick/orchestration_share", 100 * (wall - training) / wall, "%", target=TARGETS["orchestration"],
-               definition="(wall - training) / wall: time when no trial was inside fit", **where, **setup),
-        record("quick/orchestration_share_by_trainer_seconds",
-               100 * max(0.0, 1 - trainer_seconds / (concurrency * wall)), "%",
-               definition=f"1 - trainer-seconds / ({concurrency} concurrent x wall)",
-               trainer_seconds=round(trainer_seconds, 2), **setup),
+        record(
+            "quick/training",
+            training,
+            "s",
+            definition="union over trials of time inside fit (epoch start to epoch reported)",
+            **setup,
+        ),
+        record(
+            "quick/orchestration_share",
+            100 * (wall - training) / wall,
+            "%",
+            target=TARGETS["orchestration"],
+            definition="(wall - training) / wall: time when no trial was inside fit",
+            **where,
+            **setup,
+        ),
+        record(
+            "quick/orchestration_share_by_trainer_seconds",
+            100 * max(0.0, 1 - trainer_seconds / (concurrency * wall)),
+            "%",
+            definition=f"1 - trainer-seconds / ({concurrency} concurrent x wall)",
+            trainer_seconds=round(trainer_seconds, 2),
+            **setup,
+        ),
     ]
 
 
 def _as_choices(space: SpaceFile, values: dict | None, width: float | None) -> tuple[SpaceFile, SpaceFile]:
     """(the grid, its axes restricted to `values` and `width` fixed if given; the same space with
     choices for Optuna)."""
-    grid = tuple(p.model_copy(update={"values": values[p.name]}) if values and p.name in values else p
-                 for p in space.space)
+    grid = tuple(
+        p.model_copy(update={"values": values[p.name]}) if values and p.name in values else p for p in space.space
+    )
     if width is not None:
         grid += (Param(name="width", kind="fixed", values=(width,)),)
     choices = tuple(p.model_copy(update={"kind": "choice"}) if p.kind == "grid" else p for p in grid)
@@ -206,71 +199,117 @@ def asha_epochs_per_trial(grace: int, reduction: float, max_t: int) -> float:
 
 
 def efficiency_spaces(full: bool) -> tuple[SpaceFile, SpaceFile, dict]:
-    from fer_tune.sampling import grid_points
+    from fer_tune.search.sampling import grid_points
 
     tandon = load_space(TANDON)
     settings = FULL_ASHA if full else SHORT_EFFICIENCY
     grid, choices = _as_choices(tandon, None if full else SHORT_GRID, None if full else SHORT_WIDTH)
     data = DataConfig(source="synthetic", n=tandon.data.n if full else settings["n"], seed=0)
     max_epochs = tandon.budget.max_epochs if full else settings["max_epochs"]
-    grid = for_bench(grid.model_copy(update={
-        "name": "bench-grid", "data": data, "budget": BudgetConfig(num_samples=1, max_epochs=max_epochs)}))
+    grid = for_bench(
+        grid.model_copy(
+            update={"name": "bench-grid", "data": data, "budget": BudgetConfig(num_samples=1, max_epochs=max_epochs)}
+        )
+    )
     points = len(grid_points(grid))
     budget = EPOCH_BUDGET_SHARE * points * max_epochs
     per_trial = asha_epochs_per_trial(settings["grace_period"], settings["reduction_factor"], max_epochs)
     samples = max(1, min(points, int(budget // (ASHA_ASYNC_FACTOR * per_trial))))  # at most one per grid point
-    asha = for_bench(choices.model_copy(update={
-        "name": "bench-asha", "data": data,
-        "search": SearchConfig(algorithm="optuna", seed=0),
-        "scheduler": SchedulerConfig(name="asha", grace_period=settings["grace_period"],
-                                     reduction_factor=settings["reduction_factor"]),
-        "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs)}))
-    setup = dict(grid_points=points, max_epochs=max_epochs, data_n=data.n, asha_trials=samples,
-                 asha=dict(grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"]),
-                 epoch_budget=budget, sub_grid=None if full else {k: list(v) for k, v in SHORT_GRID.items()},
-                 width=None if full else SHORT_WIDTH)
+    asha = for_bench(
+        choices.model_copy(
+            update={
+                "name": "bench-asha",
+                "data": data,
+                "search": SearchConfig(algorithm="optuna", seed=0),
+                "pruner": PrunerConfig(
+                    name="asha", grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"]
+                ),
+                "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs),
+            }
+        )
+    )
+    setup = dict(
+        grid_points=points,
+        max_epochs=max_epochs,
+        data_n=data.n,
+        asha_trials=samples,
+        asha=dict(grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"]),
+        epoch_budget=budget,
+        sub_grid=None if full else {k: list(v) for k, v in SHORT_GRID.items()},
+        width=None if full else SHORT_WIDTH,
+    )
     return grid, asha, setup
 
 
 def run_efficiency(record: Recorder, full: bool, verbose: int) -> list[dict]:
-    from fer_tune.search import run_sweep
-
     grid_space, asha_space, setup = efficiency_spaces(full)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    grid = run_sweep(grid_space, name=f"bench-grid-{stamp}", verbose=verbose)
-    asha = run_sweep(asha_space, name=f"bench-asha-{stamp}", verbose=verbose)
-    grid_epochs, asha_epochs = int(grid.trials["epochs"].sum()), int(asha.trials["epochs"].sum())
+    grid = tracked_sweep(grid_space, f"bench-grid-{stamp}", verbose)
+    asha = tracked_sweep(asha_space, f"bench-asha-{stamp}", verbose)
+    grid_epochs, asha_epochs = int(grid.trials["epochs_run"].sum()), int(asha.trials["epochs_run"].sum())
     grid_best = grid.best.best_metric if grid.best else float("nan")
     asha_best = asha.best.best_metric if asha.best else float("nan")
     return [
-        record("efficiency/grid_best_val_accuracy", 100 * grid_best, "%", epochs=grid_epochs,
-               wall_seconds=round(grid.wall_seconds, 1), **setup),
-        record("efficiency/asha_best_val_accuracy", 100 * asha_best, "%", epochs=asha_epochs,
-               wall_seconds=round(asha.wall_seconds, 1), **setup),
-        record("efficiency/accuracy_gap", 100 * (grid_best - asha_best), "points", target=TARGETS["gap"],
-               definition="grid best - Optuna+ASHA best validation accuracy", **setup),
-        record("efficiency/asha_epoch_share", 100 * asha_epochs / grid_epochs, "%", target=TARGETS["epoch_share"],
-               definition="epochs Optuna+ASHA trained / epochs the grid trained",
-               grid_epochs=grid_epochs, asha_epochs=asha_epochs, **setup),
+        record(
+            "efficiency/grid_best_val_accuracy",
+            100 * grid_best,
+            "%",
+            epochs=grid_epochs,
+            wall_seconds=round(grid.wall_seconds, 1),
+            **setup,
+        ),
+        record(
+            "efficiency/asha_best_val_accuracy",
+            100 * asha_best,
+            "%",
+            epochs=asha_epochs,
+            wall_seconds=round(asha.wall_seconds, 1),
+            **setup,
+        ),
+        record(
+            "efficiency/accuracy_gap",
+            100 * (grid_best - asha_best),
+            "points",
+            target=TARGETS["gap"],
+            definition="grid best - Optuna+ASHA best validation accuracy",
+            **setup,
+        ),
+        record(
+            "efficiency/asha_epoch_share",
+            100 * asha_epochs / grid_epochs,
+            "%",
+            target=TARGETS["epoch_share"],
+            definition="epochs Optuna+ASHA trained / epochs the grid trained",
+            grid_epochs=grid_epochs,
+            asha_epochs=asha_epochs,
+            **setup,
+        ),
     ]
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     record = Recorder("sweep", "full" if args.full else "short", args.out)
     times = cli_help_seconds()
-    lines = [record("cli_help", min(times), "s", target=TARGETS["cli_help"],
-                    definition=f"wall time of `fer-tune --help` in a new process, best of {HELP_REPEATS}",
-                    all=[round(t, 3) for t in times])]
+    lines = [
+        record(
+            "cli_help",
+            min(times),
+            "s",
+            target=TARGETS["cli_help"],
+            definition=f"wall time of `fer-tune --help` in a new process, best of {HELP_REPEATS}",
+            all=[round(t, 3) for t in times],
+        )
+    ]
     if not args.skip_quick:
-        lines += run_quick(record, args.full, args.verbose)
+        lines += run_quick(record, load_space(QUICK), args.verbose)
     if not args.skip_efficiency:
         lines += run_efficiency(record, args.full, args.verbose)
-    if torch.cuda.is_available():
-        lines.append(record.not_measured("full_yaml_gpu_hours", "GPU-hours", TARGETS["full_gpu_hour"],
-                                         why="not run by this bench: `fer-tune run search_spaces/full.yaml` "
-                                             "on FER2013, timed by hand"))
-    else:
-        lines.append(record.not_measured("full_yaml_gpu_hours", "GPU-hours", TARGETS["full_gpu_hour"]))
+    why = {"why": "not run by this bench: time `fer-tune run search_spaces/full.yaml` on the GPU"}
+    lines.append(
+        record.not_measured(
+            "full_yaml_gpu_hours", "GPU-hours", TARGETS["full_gpu_hour"], **(why if torch.cuda.is_available() else {})
+        )
+    )
     write_readme(args.out)
     return lines
 

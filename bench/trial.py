@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.trial --models model3 --batches 8
 
 For every registered model, on synthetic faces, batch size 64, augmentation trans4:
-* fit: `fer_tune.training.fit` as a trial runs it (data on the device as uint8, batched
+* fit: `fer_tune.core.training.fit` as a trial runs it (data on the device as uint8, batched
   augmentation; on CUDA bf16 autocast and channels_last, `--compile` adds torch.compile);
 * seed: the seeds' loop: a Dataset of PIL images, per-image torchvision transforms (with
   Normalize) in a DataLoader with 2 workers, the model in fp32, Adam.
@@ -38,14 +38,14 @@ import torch.nn.functional as F
 
 from bench.common import Recorder, peak_rss_mb, write_readme
 from bench.pipeline import PilImages, seed_loader, seed_transform
-from fer_tune.config import TrainConfig
+from fer_tune.core.config import TrainConfig
+from fer_tune.core.models import create_model, list_models
+from fer_tune.core.training import fit
 from fer_tune.data import load_dataset
 from fer_tune.data.dataset import FerDataset, Split
-from fer_tune.models import create_model, list_models
-from fer_tune.training import fit
 
 BATCH_SIZE = 64  # TrainConfig's default
-AUGMENTATION = "trans4"  # TrainConfig's default (seed 001's best)
+AUGMENTATION = "trans4"  # TrainConfig's default (Tandon 2020's best)
 VAL_IMAGES = 64  # a small validation pass ends every epoch, as in fit
 SEED_WORKERS = 2  # DataLoader workers of the seed loop
 FER2013_TRAIN = 28709  # images in FER2013's training split: one epoch
@@ -85,12 +85,18 @@ def _memory_peak(device: torch.device, before: float) -> dict:
 def time_fit(model: str, batches: int, batch_size: int, device: str, compile: bool, width: float = 1.0) -> dict:
     """Seconds of fit's second epoch, and peak memory (run it in a fresh process: `isolated`)."""
     data, device = bench_data(batches, batch_size), torch.device(device)
-    config = TrainConfig(model=model, augmentation=AUGMENTATION, batch_size=batch_size, epochs=2,
-                         device=str(device), compile=compile, width=width)
-    ends: list[float] = []
+    config = TrainConfig(
+        model=model,
+        augmentation=AUGMENTATION,
+        batch_size=batch_size,
+        epochs=2,
+        device=str(device),
+        compile=compile,
+        width=width,
+    )
     before = _memory_start(device)
-    fit(config, data, on_epoch=lambda metrics, state: ends.append(time.perf_counter()))
-    return {"seconds": ends[1] - ends[0], **_memory_peak(device, before)}
+    history = fit(config, data)
+    return {"seconds": history[1]["epoch_seconds"], **_memory_peak(device, before)}
 
 
 def time_seed_loop(model: str, batches: int, batch_size: int, device: str, workers: int, width: float = 1.0) -> dict:
@@ -135,13 +141,15 @@ def _with_start_method(method: str, fn, *args):
     return fn(*args)
 
 
-def _concurrent_worker(model: str, batches: int, batch_size: int, epochs: int, compile: bool, device: str,
-                       barrier, results) -> None:
+def _concurrent_worker(
+    model: str, batches: int, batch_size: int, epochs: int, compile: bool, device: str, barrier, results
+) -> None:
     """One of K trials sharing the GPU: a warm-up epoch, wait for the others, then `epochs` timed."""
     torch.set_num_threads(1)
     data = bench_data(batches, batch_size)
-    config = TrainConfig(model=model, augmentation=AUGMENTATION, batch_size=batch_size, epochs=1 + epochs,
-                         device=device, compile=compile)
+    config = TrainConfig(
+        model=model, augmentation=AUGMENTATION, batch_size=batch_size, epochs=1 + epochs, device=device, compile=compile
+    )
     marks: list[float] = []
 
     def on_epoch(metrics, state):
@@ -153,13 +161,18 @@ def _concurrent_worker(model: str, batches: int, batch_size: int, epochs: int, c
     results.put({"images": epochs * batches * batch_size, "start": marks[0], "end": marks[-1]})
 
 
-def concurrent_rate(k: int, model: str, batches: int, batch_size: int, epochs: int, compile: bool,
-                    device: str = "cuda") -> dict:
+def concurrent_rate(
+    k: int, model: str, batches: int, batch_size: int, epochs: int, compile: bool, device: str = "cuda"
+) -> dict:
     """Aggregate images/s of k fit processes sharing one GPU (timed epochs only)."""
     context = mp.get_context("spawn")  # CUDA cannot be forked
     barrier, results = context.Barrier(k), context.Queue()
-    workers = [context.Process(target=_concurrent_worker, args=(model, batches, batch_size, epochs, compile,
-                                                                device, barrier, results)) for _ in range(k)]
+    workers = [
+        context.Process(
+            target=_concurrent_worker, args=(model, batches, batch_size, epochs, compile, device, barrier, results)
+        )
+        for _ in range(k)
+    ]
     for worker in workers:
         worker.start()
     runs = [results.get() for _ in workers]
@@ -178,8 +191,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     lines = []
     for device in devices:
         batches = args.batches or (FULL_BATCHES if args.full else SHORT_BATCHES[device.type])
-        setup = dict(device=device.type, batches=batches, batch_size=args.batch_size, augmentation=AUGMENTATION,
-                     timed="second of two epochs, incl. a 64-image validation pass")
+        setup = dict(
+            device=device.type,
+            batches=batches,
+            batch_size=args.batch_size,
+            augmentation=AUGMENTATION,
+            timed="second of two epochs, incl. a 64-image validation pass",
+        )
         runs = [(model, 1.0, batches) for model in args.models]
         if device.type == "cpu" and "model3" in args.models:  # CPU-sized nets, where the pipeline shows
             runs.append(("model3", NARROW_WIDTH, max(batches, NARROW_BATCHES)))
@@ -187,30 +205,66 @@ def run(args: argparse.Namespace) -> list[dict]:
             name = model if width == 1.0 else f"{model}_w{width}"
             images = n_batches * args.batch_size
             setup = dict(setup, batches=n_batches, width=width)
-            ours = isolated(time_fit, model, n_batches, args.batch_size, device.type,
-                            args.compile and device.type == "cuda", width)
+            ours = isolated(
+                time_fit, model, n_batches, args.batch_size, device.type, args.compile and device.type == "cuda", width
+            )
             seed = isolated(time_seed_loop, model, n_batches, args.batch_size, device.type, args.seed_workers, width)
             for loop, run_ in (("fit", ours), ("seed", seed)):
-                lines.append(record(f"{name}/{device.type}/{loop}_images_per_s", images / run_["seconds"], "images/s",
-                                    epoch_seconds=round(run_["seconds"], 3), **setup,
-                                    **({"seed_workers": args.seed_workers} if loop == "seed" else {})))
-                lines.append(record(f"{name}/{device.type}/{loop}_peak_memory", run_["peak_mb"], "MB",
-                                    measure=run_["memory"], device=device.type))
-            lines.append(record(f"{name}/{device.type}/speedup", seed["seconds"] / ours["seconds"], "x",
-                                definition="seed-loop epoch seconds / fit epoch seconds", device=device.type))
+                lines.append(
+                    record(
+                        f"{name}/{device.type}/{loop}_images_per_s",
+                        images / run_["seconds"],
+                        "images/s",
+                        epoch_seconds=round(run_["seconds"], 3),
+                        **setup,
+                        **({"seed_workers": args.seed_workers} if loop == "seed" else {}),
+                    )
+                )
+                lines.append(
+                    record(
+                        f"{name}/{device.type}/{loop}_peak_memory",
+                        run_["peak_mb"],
+                        "MB",
+                        measure=run_["memory"],
+                        device=device.type,
+                    )
+                )
+            lines.append(
+                record(
+                    f"{name}/{device.type}/speedup",
+                    seed["seconds"] / ours["seconds"],
+                    "x",
+                    definition="seed-loop epoch seconds / fit epoch seconds",
+                    device=device.type,
+                )
+            )
             if name == "model3":
                 for loop, run_ in (("fit", ours), ("seed", seed)):
-                    lines.append(record(f"model3/{device.type}/fer2013_epoch_{loop}",
-                                        run_["seconds"] * FER2013_TRAIN / images, "s",
-                                        target=TARGETS["fer2013_epoch_cuda"] if device.type == "cuda" else None,
-                                        note=f"extrapolated from {images:,} images: "
-                                             f"seconds per image x {FER2013_TRAIN:,}", **setup))
+                    lines.append(
+                        record(
+                            f"model3/{device.type}/fer2013_epoch_{loop}",
+                            run_["seconds"] * FER2013_TRAIN / images,
+                            "s",
+                            target=TARGETS["fer2013_epoch_cuda"] if device.type == "cuda" else None,
+                            note=f"extrapolated from {images:,} images: seconds per image x {FER2013_TRAIN:,}",
+                            **setup,
+                        )
+                    )
     if torch.cuda.is_available() and not args.cpu_only:
         batches = args.batches or (FULL_BATCHES if args.full else SHORT_BATCHES["cuda"])
-        result = concurrent_rate(args.concurrent, "model3", batches, args.batch_size, 2 if args.full else 1,
-                                 args.compile)
-        lines.append(record("model3/cuda/concurrent_images_per_s", result["images_per_s"], "images/s",
-                            target=TARGETS["gpu_aggregate"], **result, batches=batches))
+        result = concurrent_rate(
+            args.concurrent, "model3", batches, args.batch_size, 2 if args.full else 1, args.compile
+        )
+        lines.append(
+            record(
+                "model3/cuda/concurrent_images_per_s",
+                result["images_per_s"],
+                "images/s",
+                target=TARGETS["gpu_aggregate"],
+                **result,
+                batches=batches,
+            )
+        )
     else:
         lines.append(record.not_measured("model3/cuda/concurrent_images_per_s", "images/s", TARGETS["gpu_aggregate"]))
         lines.append(record.not_measured("model3/cuda/fer2013_epoch_fit", "s", TARGETS["fer2013_epoch_cuda"]))

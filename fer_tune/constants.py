@@ -1,4 +1,6 @@
-"""Facts about the data, named once and imported everywhere."""
+"""Facts about the data and the project's folders, named once and imported everywhere."""
+
+from pathlib import Path
 
 # FER2013 label order: the integer in the CSV's `emotion` column indexes this tuple.
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -8,4 +10,5 @@ NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE  # 2304 numbers per `pixels` field
 
 # FER2013's `Usage` column -> our split names.
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
-SPLITS = ("train", "validation", "test")
+
+RESULTS_DIR = Path("results")  # sweeps' tables, Ray's storage and the default MLflow store, relative to the cwd

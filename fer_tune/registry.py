@@ -3,7 +3,8 @@ optimizers and LR schedules."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from fer_tune.errors import FerTuneError
 
@@ -11,7 +12,7 @@ T = TypeVar("T", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
-    """`register` under a unique name, `create` by name, `names` lists them."""
+    """`register` under a unique name, `get` by name (unknown names list the valid ones), `names` lists them."""
 
     def __init__(self, kind: str):
         self.kind = kind  # "model", "augmentation", ... used in error messages
@@ -31,12 +32,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise FerTuneError(
-                f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}"
-            ) from None
-
-    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.get(name)(*args, **kwargs)
+            raise FerTuneError(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
         return list(self._entries)

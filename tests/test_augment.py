@@ -9,8 +9,9 @@ from scipy.stats import beta, ks_2samp, kstest
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from fer_tune import augment
-from fer_tune.augment import create_augmentation, list_augmentations, mixup, torchvision_reference
+from bench.reference import torchvision_reference
+from fer_tune.core import augment
+from fer_tune.core.augment import create_augmentation, list_augmentations, mixup
 from fer_tune.errors import FerTuneError
 
 STRATEGIES = list_augmentations()
@@ -38,6 +39,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 _references: dict[str, torch.Tensor] = {}
 

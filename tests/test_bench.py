@@ -19,8 +19,24 @@ def figures(out, bench: str) -> dict[str, dict]:
 
 
 def test_pipeline_writes_batched_per_image_and_ratio(tmp_path):
-    pipeline.main(["--out", str(tmp_path), "--images", "192", "--batch-sizes", "64", "--strategies", "trans4",
-                   "--workers", "0", "--layouts", "pil", "--rounds", "1"])
+    pipeline.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--images",
+            "192",
+            "--batch-sizes",
+            "64",
+            "--strategies",
+            "trans4",
+            "--workers",
+            "0",
+            "--layouts",
+            "pil",
+            "--rounds",
+            "1",
+        ]
+    )
     found = figures(tmp_path, "pipeline")
     assert found["trans4/b64/batched"]["value"] > 0 and found["trans4/b64/per_image"]["value"] > 0
     batched, per_image, ratio = (found[f"trans4/b64/{kind}"] for kind in ("batched", "per_image", "ratio"))
@@ -40,8 +56,21 @@ def test_seed_transform_matches_the_reference_output_type():
 
 
 def test_trial_writes_fit_and_seed_figures(tmp_path):
-    trial.main(["--out", str(tmp_path), "--models", "basic", "--batches", "1", "--batch-size", "8",
-                "--seed-workers", "0", "--cpu-only"])
+    trial.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--models",
+            "basic",
+            "--batches",
+            "1",
+            "--batch-size",
+            "8",
+            "--seed-workers",
+            "0",
+            "--cpu-only",
+        ]
+    )
     found = figures(tmp_path, "trial")
     for loop in ("fit", "seed"):
         assert found[f"basic/cpu/{loop}_images_per_s"]["value"] > 0
@@ -79,7 +108,7 @@ def test_asha_budget_and_efficiency_spaces():
     assert sweep.asha_epochs_per_trial(5, 3, 150) == pytest.approx(15.19, abs=0.01)
     grid, asha, setup = sweep.efficiency_spaces(full=False)
     assert setup["grid_points"] == 12 and grid.search.algorithm == "grid"
-    assert asha.search.algorithm == "optuna" and asha.scheduler.name == "asha"
+    assert asha.search.algorithm == "optuna" and asha.pruner.name == "asha"
     assert {p.kind for p in asha.space} <= {"fixed", "choice"}
     assert asha.budget.num_samples * sweep.asha_epochs_per_trial(1, 3, 6) <= setup["epoch_budget"]
     assert ("width", (sweep.SHORT_WIDTH,)) in [(p.name, p.values) for p in grid.space]
@@ -89,11 +118,20 @@ def test_asha_budget_and_efficiency_spaces():
 
 @pytest.mark.integration
 def test_quick_sweep_splits_wall_time(tmp_path, ray_local, workdir, monkeypatch):
-    monkeypatch.setattr(sweep, "SHORT_QUICK", dict(n=100, num_samples=1, max_epochs=1))
-    monkeypatch.setattr(sweep, "BENCH_MLFLOW", sweep.BENCH_MLFLOW.model_copy(
-        update={"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}"}))
+    monkeypatch.setattr(
+        sweep,
+        "BENCH_MLFLOW",
+        sweep.BENCH_MLFLOW.model_copy(update={"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}"}),
+    )
     record = common.Recorder("sweep", "short", tmp_path)
-    lines = {line["figure"]: line for line in sweep.run_quick(record, full=False, verbose=0)}
+    quick = sweep.load_space(sweep.QUICK)
+    tiny = quick.model_copy(
+        update={
+            "data": quick.data.model_copy(update={"n": 100}),
+            "budget": quick.budget.model_copy(update={"num_samples": 1, "max_epochs": 1}),
+        }
+    )
+    lines = {line["figure"]: line for line in sweep.run_quick(record, tiny, verbose=0)}
     wall, training = lines["quick/wall"]["value"], lines["quick/training"]["value"]
     assert 0 < training < wall
     assert lines["quick/orchestration_share"]["value"] == pytest.approx(100 * (wall - training) / wall, abs=0.01)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_tune.cli import main
+from fer_tune.cli.main import main
 from fer_tune.data import load_dataset
 
 QUICK = str(Path(__file__).parent.parent / "search_spaces" / "quick.yaml")
@@ -23,7 +23,7 @@ def test_help_imports_no_heavy_library():
     """`fer-tune --help` must answer at once: torch, ray, mlflow and pandas load inside commands only."""
     probe = (
         "import sys, contextlib, io\n"
-        "from fer_tune.cli import main\n"
+        "from fer_tune.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
         "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas', 'optuna', 'matplotlib') if m in sys.modules))"
@@ -44,7 +44,10 @@ def test_help_lists_the_commands():
     [
         (["train", "nope.yaml"], r"nope\.yaml: search-space file not found"),
         (["train", QUICK, "--set", "lr"], r"--set lr: expected KEY=VALUE"),
-        (["train", QUICK, "--set", "learning_rate=0.1"], r"--set learning_rate=0\.1: unknown key 'learning_rate'; expected one of: model,"),
+        (
+            ["train", QUICK, "--set", "learning_rate=0.1"],
+            r"--set learning_rate=0\.1: unknown key 'learning_rate'; expected one of: model,",
+        ),
         (["train", QUICK, "--set", "model=alexnet"], r"--set: model: unknown model 'alexnet'; expected one of: basic"),
         (["train", QUICK, "--data", "missing.csv"], r"data source 'missing\.csv' not found"),
         (["data", "inspect", "missing_folder"], r"data source 'missing_folder' not found"),
@@ -81,8 +84,22 @@ def test_synth_then_inspect(tmp_path, capsys):
 def test_train_prints_final_metrics_and_saves_state(tmp_path, blob_csv, capsys):
     state_file = tmp_path / "state.pt"
     code = main(
-        ["train", QUICK, "--data", str(blob_csv), "--set", "model=basic", "--set", "epochs=2",
-         "--set", "augmentation=none", "--set", "batch_size=16", "--save", str(state_file)]
+        [
+            "train",
+            QUICK,
+            "--data",
+            str(blob_csv),
+            "--set",
+            "model=basic",
+            "--set",
+            "epochs=2",
+            "--set",
+            "augmentation=none",
+            "--set",
+            "batch_size=16",
+            "--save",
+            str(state_file),
+        ]
     )
     assert code == 0
     printed = capsys.readouterr().out

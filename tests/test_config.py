@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from fer_tune.config import TrainConfig, load_space, make_train_config
+from fer_tune.core.config import TrainConfig, make_train_config
 from fer_tune.errors import FerTuneError
+from fer_tune.search.space import load_space
 
 SPACES = Path(__file__).parent.parent / "search_spaces"
 
@@ -66,19 +67,43 @@ def test_range_defaults_and_quantization(tmp_path):
         ("budget: {num_samples: ten}\n", r"space\.yaml: budget\.num_samples: .*integer.*'ten'"),
         ("budget: {num_smaples: 3}\n", r"budget\.num_smaples: unknown key; expected one of: num_samples, max_epochs"),
         ("search: {algorithm: bayes}\n", r"search\.algorithm: .*'optuna', 'random' or 'grid'.*'bayes'"),
-        ("space:\n  learning_rate: 0.1\n", r"space\.learning_rate: unknown parameter; expected one of: model, kernel_size"),
+        ("trainable: fer_cnnn\n", r"space\.yaml: trainable: unknown trainable 'fer_cnnn'; expected one of: fer_cnn"),
+        (
+            "scheduler: {name: asha}\n",
+            r"space\.yaml: scheduler: renamed; the sweep's early-stopping rule is now `pruner:`.*inside `space:`",
+        ),
+        ("pruner: {name: sha}\n", r"pruner\.name: .*'asha', 'hyperband', 'median' or 'none'.*'sha'"),
+        (
+            "space:\n  learning_rate: 0.1\n",
+            r"space\.learning_rate: unknown parameter; expected one of: model, kernel_size",
+        ),
         ("space:\n  model: {choice: []}\n", r"space\.model\.choice: empty list"),
         ("space:\n  lr: {uniform: [0.1, 0.01]}\n", r"space\.lr\.uniform: inverted range \[0\.1, 0\.01\]"),
         ("space:\n  lr: {loguniform: [0, 0.1]}\n", r"space\.lr\.loguniform: loguniform needs low > 0"),
-        ("space:\n  model: {choice: [model3, resnet99]}\n", r"space\.model\.choice\[1\]: unknown model 'resnet99'; expected one of: .*model3"),
-        ("space:\n  augmentation: trans2\n", r"space\.augmentation: unknown augmentation 'trans2'; expected one of: .*trans1"),
-        ("space:\n  scheduler: {choice: [cosine_warm]}\n", r"scheduler\.choice\[0\]: unknown scheduler 'cosine_warm'; expected one of: .*cos_warm"),
-        ("space:\n  optimizer: rmsprop\n", r"space\.optimizer: unknown optimizer 'rmsprop'; expected one of: adam, adamw, sgd"),
+        (
+            "space:\n  model: {choice: [model3, resnet99]}\n",
+            r"space\.model\.choice\[1\]: unknown model 'resnet99'; expected one of: .*model3",
+        ),
+        (
+            "space:\n  augmentation: trans2\n",
+            r"space\.augmentation: unknown augmentation 'trans2'; expected one of: .*trans1",
+        ),
+        (
+            "space:\n  scheduler: {choice: [cosine_warm]}\n",
+            r"scheduler\.choice\[0\]: unknown scheduler 'cosine_warm'; expected one of: .*cos_warm",
+        ),
+        (
+            "space:\n  optimizer: rmsprop\n",
+            r"space\.optimizer: unknown optimizer 'rmsprop'; expected one of: adam, adamw, sgd",
+        ),
         ("space:\n  kernel_size: {choice: [3, 5]}\n", r"space\.kernel_size\.choice\[1\]: .*2 or 3.*\(got 5\)"),
         ("space:\n  dropout: {uniform: [0.0, 1.5]}\n", r"space\.dropout\.uniform\[1\]: .*less than 1"),
         ("space:\n  lr: {between: [1, 2]}\n", r"space\.lr: unknown key 'between'; expected one of: choice, grid"),
         ("space:\n  lr: {choice: [0.1], uniform: [0.1, 0.2]}\n", r"space\.lr: expected exactly one of"),
-        ("space:\n  T_0: {choice: [1], when: {scheduler: cos_warm}}\n", r"space\.T_0\.when: 'scheduler' must be a parameter defined above 'T_0'"),
+        (
+            "space:\n  T_0: {choice: [1], when: {scheduler: cos_warm}}\n",
+            r"space\.T_0\.when: 'scheduler' must be a parameter defined above 'T_0'",
+        ),
         (
             "space:\n  scheduler: {choice: [step]}\n  T_0: {choice: [1], when: {scheduler: cos_warm}}\n",
             r"space\.T_0\.when\.scheduler: 'cos_warm' is never taken; scheduler takes \['step'\]",

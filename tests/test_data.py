@@ -69,8 +69,7 @@ def test_csv_with_usage_round_trips(tmp_path, variant):
     data = load_dataset(str(path))
     assert data.classes == EMOTIONS and data.source == str(path)
     assert split_counts(data) == {"train": 28, "validation": 7, "test": 7}
-    for split, rows in [(data.train, slice(0, 28)), (data.validation, slice(28, 35)),
-                        (data.test, slice(35, 42))]:
+    for split, rows in [(data.train, slice(0, 28)), (data.validation, slice(28, 35)), (data.test, slice(35, 42))]:
         assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
         assert torch.equal(split.images, torch.from_numpy(images[rows]))
         assert torch.equal(split.labels, torch.from_numpy(labels[rows]))
@@ -126,31 +125,49 @@ def _row(label="0", pixels=ZEROS, usage="Training"):
 
 GOOD = [_row(), _row(usage="PublicTest")]
 BAD_CSVS = {  # name: (rows after the header, pattern the one-line message must match)
-    "short row": ([GOOD[0], _row(pixels=" ".join(["0"] * 2303))],
-                  r"bad\.csv line 3: column 'pixels' has 2303 values, expected 2304"),
-    "long row": ([GOOD[0], _row(pixels=ZEROS + " 0")],
-                 r"bad\.csv line 3: column 'pixels' has 2305 values, expected 2304"),
-    "non-numeric": ([GOOD[0], _row(pixels="abc" + ZEROS[1:])],
-                    r"bad\.csv line 3: column 'pixels' value 'abc' \(number 1\) is not an integer"),
-    "float pixel": ([GOOD[0], _row(pixels="1.5" + ZEROS[1:])],
-                    r"bad\.csv line 3: column 'pixels' value '1\.5' .*not an integer"),
-    "pixel 256": ([GOOD[0], _row(pixels=ZEROS[:-1] + "256")],
-                  r"bad\.csv line 3: column 'pixels' value 256 \(number 2304\) is outside 0\.\.255"),
-    "pixel -1": ([GOOD[0], _row(pixels="-1" + ZEROS[1:])],
-                 r"bad\.csv line 3: column 'pixels' value -1 \(number 1\) is outside 0\.\.255"),
-    "label 7": ([GOOD[0], _row(label="7")],
-                r"bad\.csv line 3: column 'emotion' value '7' is not a label: expected an integer 0\.\.6"),
-    "label 2.0": ([GOOD[0], _row(label="2.0")],
-                  r"bad\.csv line 3: column 'emotion' value '2\.0' .*expected an integer 0\.\.6"),
-    "unknown usage": ([GOOD[0], _row(usage="Validation")],
-                      r"bad\.csv line 3: column 'Usage' value 'Validation' is unknown: "
-                      r"expected one of Training, PublicTest, PrivateTest"),
-    "field count": ([GOOD[0], "0," + ZEROS],
-                    r"bad\.csv line 3: found 2 comma-separated fields, expected 3"),
-    "no validation": ([GOOD[0], GOOD[0]],
-                      r"bad\.csv has no rows with Usage 'PublicTest', so the validation split is empty"),
-    "no train": ([GOOD[1], GOOD[1]],
-                 r"bad\.csv has no rows with Usage 'Training', so the train split is empty"),
+    "short row": (
+        [GOOD[0], _row(pixels=" ".join(["0"] * 2303))],
+        r"bad\.csv line 3: column 'pixels' has 2303 values, expected 2304",
+    ),
+    "long row": (
+        [GOOD[0], _row(pixels=ZEROS + " 0")],
+        r"bad\.csv line 3: column 'pixels' has 2305 values, expected 2304",
+    ),
+    "non-numeric": (
+        [GOOD[0], _row(pixels="abc" + ZEROS[1:])],
+        r"bad\.csv line 3: column 'pixels' value 'abc' \(number 1\) is not an integer",
+    ),
+    "float pixel": (
+        [GOOD[0], _row(pixels="1.5" + ZEROS[1:])],
+        r"bad\.csv line 3: column 'pixels' value '1\.5' .*not an integer",
+    ),
+    "pixel 256": (
+        [GOOD[0], _row(pixels=ZEROS[:-1] + "256")],
+        r"bad\.csv line 3: column 'pixels' value 256 \(number 2304\) is outside 0\.\.255",
+    ),
+    "pixel -1": (
+        [GOOD[0], _row(pixels="-1" + ZEROS[1:])],
+        r"bad\.csv line 3: column 'pixels' value -1 \(number 1\) is outside 0\.\.255",
+    ),
+    "label 7": (
+        [GOOD[0], _row(label="7")],
+        r"bad\.csv line 3: column 'emotion' value '7' is not a label: expected an integer 0\.\.6",
+    ),
+    "label 2.0": (
+        [GOOD[0], _row(label="2.0")],
+        r"bad\.csv line 3: column 'emotion' value '2\.0' .*expected an integer 0\.\.6",
+    ),
+    "unknown usage": (
+        [GOOD[0], _row(usage="Validation")],
+        r"bad\.csv line 3: column 'Usage' value 'Validation' is unknown: "
+        r"expected one of Training, PublicTest, PrivateTest",
+    ),
+    "field count": ([GOOD[0], "0," + ZEROS], r"bad\.csv line 3: found 2 comma-separated fields, expected 3"),
+    "no validation": (
+        [GOOD[0], GOOD[0]],
+        r"bad\.csv has no rows with Usage 'PublicTest', so the validation split is empty",
+    ),
+    "no train": ([GOOD[1], GOOD[1]], r"bad\.csv has no rows with Usage 'Training', so the train split is empty"),
 }
 
 
@@ -164,14 +181,21 @@ def test_bad_csv_row_is_named(tmp_path, case):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("text, pattern", [
-    ("", r"bad\.csv is empty: expected a header line 'emotion,pixels,Usage'"),
-    ("emotion,pixels,Usage\n", r"bad\.csv has a header but no data rows"),
-    ("emotion,Usage\n0,Training\n",
-     r"bad\.csv is missing required column\(s\) 'pixels' \(columns found: 'emotion', 'Usage'\)"),
-    (f"label,image\n0,{ZEROS}\n",
-     r"bad\.csv is missing required column\(s\) 'emotion', 'pixels' \(columns found: 'label', 'image'\)"),
-])
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("", r"bad\.csv is empty: expected a header line 'emotion,pixels,Usage'"),
+        ("emotion,pixels,Usage\n", r"bad\.csv has a header but no data rows"),
+        (
+            "emotion,Usage\n0,Training\n",
+            r"bad\.csv is missing required column\(s\) 'pixels' \(columns found: 'emotion', 'Usage'\)",
+        ),
+        (
+            f"label,image\n0,{ZEROS}\n",
+            r"bad\.csv is missing required column\(s\) 'emotion', 'pixels' \(columns found: 'label', 'image'\)",
+        ),
+    ],
+)
 def test_bad_csv_file_is_named(tmp_path, text, pattern):
     (tmp_path / "bad.csv").write_text(text)
     with pytest.raises(FerTuneError, match=pattern):
@@ -221,7 +245,7 @@ def test_folders_decode_any_size_and_mode_and_accept_val(tmp_path):
 
 
 def test_folder_classes_follow_emotions_order_else_sorted(tmp_path):
-    for name in ["surprise", "happy", "neutral", "sad"]:  # seed 004's four classes
+    for name in ["surprise", "happy", "neutral", "sad"]:  # Dzubak's four classes
         make_images(tmp_path / "faces" / "train" / name, 2)
         make_images(tmp_path / "faces" / "test" / name, 1)
     assert read_image_folders(tmp_path / "faces").classes == ("happy", "sad", "surprise", "neutral")
@@ -239,13 +263,16 @@ def test_folders_without_validation_carve_it_per_class(tmp_path):
     assert read_image_folders(tmp_path, val_fraction=0.2, seed=0).fingerprint() == data.fingerprint()
 
 
-@pytest.mark.parametrize("setup, pattern", [
-    ("corrupt", r"cannot read image .*train/happy/000\.png"),
-    ("empty class", r"class folder .*train/sad has no images"),
-    ("no train", r"has no train/ folder: expected the layout ROOT/train/<class>/"),
-    ("class mismatch", r"test has different classes from .*train: missing \['sad'\], extra \['angry'\]"),
-    ("both val names", r"has both validation/ and val/"),
-])
+@pytest.mark.parametrize(
+    "setup, pattern",
+    [
+        ("corrupt", r"cannot read image .*train/happy/000\.png"),
+        ("empty class", r"class folder .*train/sad has no images"),
+        ("no train", r"has no train/ folder: expected the layout ROOT/train/<class>/"),
+        ("class mismatch", r"test has different classes from .*train: missing \['sad'\], extra \['angry'\]"),
+        ("both val names", r"has both validation/ and val/"),
+    ],
+)
 def test_bad_folders_are_named(tmp_path, setup, pattern):
     if setup != "no train":
         make_images(tmp_path / "train" / "happy", 1)

@@ -6,12 +6,13 @@ import sys
 import mlflow
 import pytest
 from mlflow import MlflowClient
-
-from fer_tune.cli import main
-from fer_tune.config import load_space
-from fer_tune.search import run_sweep
-from fer_tune.tracking import MlflowCallback, SweepRuns
 from mlflow_helpers import free_port, report, serving, subprocess_env, tune_trial
+
+from fer_tune.cli.main import main
+from fer_tune.cli.sweep import run_space
+from fer_tune.search.space import load_space
+from fer_tune.tracking.callback import MlflowCallback
+from fer_tune.tracking.runs import SweepRuns
 
 
 def sweep_runs(uri: str) -> SweepRuns:
@@ -68,14 +69,15 @@ def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeyp
     command += ["--serve-artifacts", "--artifacts-destination", str(workdir / "served")]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     (workdir / "served.yaml").write_text(
-        "name: served\nscheduler: {name: none}\nbudget: {num_samples: 2, max_epochs: 1, max_concurrent: 2}\n"
+        "name: served\npruner: {name: none}\nbudget: {num_samples: 2, max_epochs: 1, max_concurrent: 2}\n"
         "mlflow: {register_as: fer-served}\n"
         "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n  lr: {loguniform: [1.0e-3, 3.0e-3]}\n"
     )
     env = subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # GenAI job runner: not needed
     with serving(command, "/health", port, cwd=workdir, env=env) as base:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", base)
-        sweep = run_sweep(load_space("served.yaml"), data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
+        space = load_space("served.yaml")
+        sweep, registration = run_space(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
         client = MlflowClient(base)
         experiment = client.get_experiment_by_name("served")
         assert experiment.artifact_location.startswith("mlflow-artifacts:/")  # the server's proxied root
@@ -85,7 +87,7 @@ def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeyp
         [parent] = [run for run in runs if run.data.tags["fer_tune.role"] == "sweep"]
         assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs if r is not parent)
         assert "sweep.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert sweep.registration.alias == "champion"
+        assert registration.alias == "champion"
         model = mlflow.pyfunc.load_model("models:/fer-served@champion")
         assert model.predict(sweep.data.test.images[:4].unsqueeze(1).float().numpy()).shape == (4, 7)
     assert not (workdir / "results" / "mlflow.db").exists()  # nothing went to the default store

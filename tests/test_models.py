@@ -9,14 +9,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from fer_tune.core.models import KERNEL_SIZES, PADDINGS, RESNET_FREEZE_ORDER, create_model, list_models, register_model
 from fer_tune.errors import FerTuneError
-from fer_tune.models import (KERNEL_SIZES, PADDINGS, RESNET_FREEZE_ORDER, create_model,
-                             list_models, register_model)
 
 torch.set_num_threads(1)  # the test machine is shared; these models are small anyway
 
-EXPECTED = ["basic", "model2", "model3", "shallow", "deep", "custom6", "vgg", "resnet18",
-            "resnet34"]
+EXPECTED = ["basic", "model2", "model3", "shallow", "deep", "custom6", "vgg", "resnet18", "resnet34"]
 RESNETS = ["resnet18", "resnet34"]
 PLAIN = [name for name in EXPECTED if name not in RESNETS]
 
@@ -56,9 +54,9 @@ def test_num_classes(name):
         assert create_model(name, num_classes=4)(images(2)).shape == (2, 4)
 
 
-@pytest.mark.parametrize("name,kernel_size,padding",
-                         [(n, k, p) for n in list_models()
-                          for k, p in itertools.product(KERNEL_SIZES, PADDINGS)])
+@pytest.mark.parametrize(
+    "name,kernel_size,padding", [(n, k, p) for n in list_models() for k, p in itertools.product(KERNEL_SIZES, PADDINGS)]
+)
 def test_every_kernel_and_padding_runs(name, kernel_size, padding):
     model = create_model(name, kernel_size=kernel_size, padding=padding)
     with torch.no_grad():
@@ -97,9 +95,20 @@ def test_unknown_name_lists_valid_names():
         assert name in str(err.value)
 
 
-@pytest.mark.parametrize("arg,value", [("kernel_size", 5), ("kernel_size", 1), ("padding", 2),
-                                       ("padding", -1), ("dropout", 1.0), ("dropout", -0.1),
-                                       ("width", 0), ("width", -1.0), ("num_classes", 0)])
+@pytest.mark.parametrize(
+    "arg,value",
+    [
+        ("kernel_size", 5),
+        ("kernel_size", 1),
+        ("padding", 2),
+        ("padding", -1),
+        ("dropout", 1.0),
+        ("dropout", -0.1),
+        ("width", 0),
+        ("width", -1.0),
+        ("num_classes", 0),
+    ],
+)
 def test_bad_knob_names_argument_and_value(arg, value):
     with pytest.raises(FerTuneError) as err:
         create_model("model3", **{arg: value})
@@ -130,7 +139,7 @@ def test_resnet_rejects_width():
 @pytest.mark.parametrize("depth", range(6))
 def test_freeze_depth_freezes_stem_then_stages(depth):
     model = create_model("resnet18", freeze_depth=depth)
-    frozen_groups = set(RESNET_FREEZE_ORDER[:depth + 1]) if depth else set()
+    frozen_groups = set(RESNET_FREEZE_ORDER[: depth + 1]) if depth else set()
     for name, param in model.named_parameters():
         assert param.requires_grad == (name.split(".")[0] not in frozen_groups), name
     if depth == 5:
@@ -148,16 +157,16 @@ def test_pretrained_download_failure_is_explained(monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(FerTuneError, match="could not load ImageNet weights for resnet18: "
-                                           "no network; train with pretrained: false"):
+    with pytest.raises(
+        FerTuneError, match="could not load ImageNet weights for resnet18: no network; train with pretrained: false"
+    ):
         create_model("resnet18", pretrained=True)
 
 
 @pytest.mark.parametrize("kernel_size", KERNEL_SIZES)
 def test_pretrained_weights_reach_the_gray_stem(monkeypatch, kernel_size):
     imagenet = torchvision.models.resnet18().state_dict()  # stands in for the download
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict",
-                        lambda self, *a, **kw: imagenet)
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", lambda self, *a, **kw: imagenet)
     model = create_model("resnet18", pretrained=True, kernel_size=kernel_size)
     assert torch.equal(model.layer3[0].conv1.weight, imagenet["layer3.0.conv1.weight"])
     stem = model.conv1.weight

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from fer_tune.config import load_space
-from fer_tune.results import TrialRecord, leaderboard_markdown, write_results
+from fer_tune.search.results import TrialRecord, leaderboard_markdown, write_results
+from fer_tune.search.space import load_space
 
 
 def record(trial_id, params, accuracies, max_epochs=4):
@@ -32,5 +32,7 @@ def test_tables_and_plots_with_boolean_and_conditional_parameters(tmp_path):
     rows = leaderboard_markdown(trials, "val_accuracy", "max", top=2).splitlines()[2:]
     cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
     # rank, trial, metric, epochs, status, then the varying parameters model, pretrained, lr
-    assert cells == [["1", "a", "0.7000", "4", "completed", "resnet18", "True", "0.001"],
-                     ["2", "c", "0.5500", "4", "completed", "basic", "", "0.0001"]]
+    assert cells == [
+        ["1", "a", "0.7000", "4", "completed", "resnet18", "True", "0.001"],
+        ["2", "c", "0.5500", "4", "completed", "basic", "", "0.0001"],
+    ]

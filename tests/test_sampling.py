@@ -3,9 +3,9 @@
 import optuna
 import pytest
 
-from fer_tune.config import load_space
 from fer_tune.errors import FerTuneError
-from fer_tune.sampling import define_by_run, grid_points
+from fer_tune.search.sampling import define_by_run, grid_points
+from fer_tune.search.space import load_space
 
 CONDITIONAL = """
 budget: {max_epochs: 7}
@@ -91,14 +91,20 @@ def test_define_by_run_is_picklable(tmp_path):
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("asha", "AsyncHyperBandScheduler"), ("hyperband", "HyperBandScheduler"),
-     ("median", "MedianStoppingRule"), ("none", "FIFOScheduler")],
+    [
+        ("asha", "AsyncHyperBandScheduler"),
+        ("hyperband", "HyperBandScheduler"),
+        ("median", "MedianStoppingRule"),
+        ("none", "FIFOScheduler"),
+    ],
 )
 def test_every_scheduler_counts_our_epochs(tmp_path, name, expected):
-    from fer_tune.search import TIME_ATTR, build_scheduler
+    from fer_tune.search.sweep import TIME_ATTR, build_pruner
 
-    space = space_from(tmp_path, f"scheduler: {{name: {name}, grace_period: 3, reduction_factor: 2}}\nbudget: {{max_epochs: 9}}\n")
-    scheduler = build_scheduler(space)
+    space = space_from(
+        tmp_path, f"pruner: {{name: {name}, grace_period: 3, reduction_factor: 2}}\nbudget: {{max_epochs: 9}}\n"
+    )
+    scheduler = build_pruner(space)
     assert type(scheduler).__name__ == expected
     if name != "none":
         assert scheduler._time_attr == TIME_ATTR == "epoch"

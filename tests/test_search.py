@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fer_tune.cli import main
-from fer_tune.config import load_space
-from fer_tune.search import run_sweep
+from fer_tune.cli.main import main
+from fer_tune.cli.sweep import run_space
+from fer_tune.search.space import load_space
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +31,11 @@ def space_file(folder: Path, name: str, body: str):
     return load_space(path)
 
 
+def run_sweep(space, **options):
+    """An untracked sweep (tests/test_tracking.py covers MLflow)."""
+    return run_space(space, track=False, **options)[0]
+
+
 def trial_epochs(sweep) -> dict[str, list[int]]:
     curves = pd.read_csv(sweep.out_dir / "curves.csv")
     return {trial: list(group["epoch"]) for trial, group in curves.groupby("trial_id")}
@@ -41,7 +46,7 @@ def test_optuna_asha_sweep_prunes_and_writes_results(ray_local, workdir, blob_cs
         workdir,
         "asha",
         "search: {algorithm: optuna, seed: 1}\n"
-        "scheduler: {name: asha, grace_period: 1, reduction_factor: 2}\n"
+        "pruner: {name: asha, grace_period: 1, reduction_factor: 2}\n"
         "budget: {num_samples: 6, max_epochs: 4, max_concurrent: 2}\n"
         "space:" + FAST + "  lr: {loguniform: [1.0e-5, 3.0e-2]}\n",
     )
@@ -49,8 +54,8 @@ def test_optuna_asha_sweep_prunes_and_writes_results(ray_local, workdir, blob_cs
     trials = sweep.trials
     assert len(trials) == 6 and set(trials["status"]) <= {"completed", "stopped early"}
     assert (trials["status"] == "stopped early").any(), "ASHA stopped no trial"
-    assert (trials["epochs"] == 4).any()
-    assert trials["stopped_early"].equals(trials["epochs"] < 4)
+    assert (trials["epochs_run"] == 4).any()
+    assert trials["stopped_early"].equals(trials["epochs_run"] < 4)
     for epochs in trial_epochs(sweep).values():
         assert epochs == list(range(1, len(epochs) + 1))
     assert sweep.best.best_metric == pytest.approx(trials["best_val_accuracy"].max())
@@ -69,7 +74,7 @@ def test_grid_sweep_runs_every_point_once(ray_local, workdir, blob_csv):
     space = space_file(
         workdir,
         "grid",
-        "search: {algorithm: grid}\nscheduler: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\n"
+        "search: {algorithm: grid}\npruner: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\n"
         "space:" + FAST + "  kernel_size: {grid: [2, 3]}\n  scheduler: {grid: [plateau, cos_warm]}\n"
         "  T_0: {grid: [1, 2], when: {scheduler: cos_warm}}\n",
     )
@@ -85,9 +90,10 @@ def test_conditional_space_trains_with_the_sampled_values(ray_local, workdir, bl
     space = space_file(
         workdir,
         "conditional",
-        "search: {algorithm: random, seed: 3}\nscheduler: {name: none}\nbudget: {num_samples: 6, max_epochs: 1}\n"
+        "search: {algorithm: random, seed: 3}\npruner: {name: none}\nbudget: {num_samples: 6, max_epochs: 1}\n"
         "space:" + FAST + "  scheduler: {choice: [cos_warm, step]}\n"
-        "  T_0: {choice: [3, 4], when: {scheduler: cos_warm}}\n  step_size: {choice: [5, 6], when: {scheduler: step}}\n",
+        "  T_0: {choice: [3, 4], when: {scheduler: cos_warm}}\n"
+        "  step_size: {choice: [5, 6], when: {scheduler: step}}\n",
     )
     sweep = run_sweep(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
     assert set(sweep.trials["scheduler"]) == {"cos_warm", "step"}
@@ -112,13 +118,15 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
     """SIGINT the driver while one trial is done and one is half-way; --resume finishes the sweep
     without re-running the finished trial and continues the half-done one from its checkpoint."""
     (workdir / "resume.yaml").write_text(
-        "name: resume\nsearch: {algorithm: optuna, seed: 0}\nscheduler: {name: none}\n"
+        "name: resume\nsearch: {algorithm: optuna, seed: 0}\npruner: {name: none}\n"
         "budget: {num_samples: 3, max_epochs: 8, max_concurrent: 1}\nresources: {cpu: 1}\n"
         "space:" + FAST + "  lr: {loguniform: [1.0e-3, 3.0e-3]}\n"
     )
     command = [sys.executable, "-m", "fer_tune.cli", "run", "resume.yaml", "--data", str(blob_csv), "--name", "r1"]
     env = {**os.environ, "RAY_ADDRESS": "local"}
-    driver = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     experiment = workdir / "results" / "ray" / "r1"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -138,9 +146,7 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
     partial = {name: epochs for name, epochs in before.items() if 0 < len(epochs) < 8}
     assert finished and partial
 
-    resumed = subprocess.run(
-        command + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=400
-    )
+    resumed = subprocess.run(command + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     after = {d.name: progress(d) for d in experiment.glob("train_fer_cnn_*")}
     assert len(after) == 3 and all(epochs[-1] == 8 for epochs in after.values())
@@ -150,7 +156,7 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
         assert after[name][: len(epochs)] == epochs
         assert after[name][len(epochs) :] == list(range(epochs[-1] + 1, 9))
     trials = pd.read_csv(workdir / "results" / "r1" / "trials.csv")
-    assert len(trials) == 3 and (trials["epochs"] == 8).all()
+    assert len(trials) == 3 and (trials["epochs_run"] == 8).all()
 
 
 @pytest.fixture
@@ -175,7 +181,7 @@ def test_sweep_across_a_three_node_cluster(three_node_cluster, workdir, blob_csv
     space = space_file(
         workdir,
         "cluster",
-        "scheduler: {name: none}\nbudget: {num_samples: 3, max_epochs: 3, max_concurrent: 3}\nresources: {cpu: 1}\n"
+        "pruner: {name: none}\nbudget: {num_samples: 3, max_epochs: 3, max_concurrent: 3}\nresources: {cpu: 1}\n"
         "space:" + FAST + "  lr: {loguniform: [1.0e-3, 3.0e-3]}\n",
     )
     sweep = run_sweep(
@@ -184,4 +190,49 @@ def test_sweep_across_a_three_node_cluster(three_node_cluster, workdir, blob_csv
     assert len(ray.nodes()) == 3
     nodes = {sweep.result_grid[i].metrics["node_id"] for i in range(len(sweep.result_grid))}
     assert len(nodes) == 3, "three concurrent one-CPU trials should land on three different nodes"
-    assert (sweep.trials["status"] == "completed").all() and (sweep.trials["epochs"] == 3).all()
+    assert (sweep.trials["status"] == "completed").all() and (sweep.trials["epochs_run"] == 3).all()
+
+
+@pytest.mark.parametrize("pruner", ["none", "asha"])
+def test_a_trials_outcome_is_judged_by_its_own_epochs(pruner, ray_local, workdir, blob_csv, capsys):
+    """A space that searches `epochs` below max_epochs: a trial that ran all of *its* epochs completed,
+    on the console, in trials.csv and in MLflow alike; only the pruner stops a trial early."""
+    from mlflow import MlflowClient
+
+    space = space_file(
+        workdir,
+        f"epochs_{pruner}",
+        f"search: {{algorithm: random, seed: 0}}\npruner: {{name: {pruner}, grace_period: 1, reduction_factor: 2}}\n"
+        "budget: {num_samples: 6, max_epochs: 4, max_concurrent: 2}\n"
+        "space:" + FAST + "  lr: {loguniform: [1.0e-5, 3.0e-3]}\n  epochs: {choice: [1, 2, 3]}\n",
+    )
+    sweep, _ = run_space(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
+    trials = sweep.trials.set_index("trial_id")
+    assert (trials["epochs_run"] < 4).all()  # no trial reached max_epochs: the old rule called each one stopped
+    stopped = trials["epochs_run"] < trials["epochs"]  # ran fewer epochs than this trial was given
+    assert trials["stopped_early"].equals(stopped)
+    assert trials["status"].equals(stopped.map({True: "stopped early", False: "completed"}))
+    if pruner == "none":
+        assert not stopped.any()
+    console = capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    children = client.search_runs(
+        [client.get_experiment_by_name(space.name).experiment_id], "tags.`fer_tune.role` = 'trial'"
+    )
+    statuses = {run.data.tags["ray.trial_id"]: run.info.status for run in children}
+    for trial_id, row in trials.iterrows():
+        assert statuses[trial_id] == ("KILLED" if row["stopped_early"] else "FINISHED"), trial_id
+        said = "stopped early at epoch" if row["stopped_early"] else f"completed {row['epochs_run']} epochs"
+        assert f"trial {trial_id} {said}" in console
+
+
+def test_no_track_writes_results_and_touches_no_store(ray_local, workdir, blob_csv, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (workdir / "untracked.yaml").write_text(
+        "name: untracked\npruner: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\nspace:" + FAST
+    )
+    argv = ["run", "untracked.yaml", "--data", str(blob_csv), "--name", "u1", "--storage", str(workdir / "ray")]
+    assert main([*argv, "--no-track"]) == 0
+    assert len(pd.read_csv(workdir / "results" / "u1" / "trials.csv")) == 1
+    assert not (workdir / "results" / "mlflow.db").exists() and not (workdir / "results" / "mlartifacts").exists()
+    assert "registered" not in capsys.readouterr().out

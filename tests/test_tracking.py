@@ -18,20 +18,21 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow_helpers import free_port, serving, subprocess_env
 from PIL import Image
 
-from fer_tune.cli import main
-from fer_tune.config import TrainConfig, load_space
+from fer_tune.cli.main import main
+from fer_tune.cli.sweep import run_space
 from fer_tune.constants import EMOTIONS
-from fer_tune.search import run_sweep
-from mlflow_helpers import free_port, serving, subprocess_env
+from fer_tune.core.config import TrainConfig
+from fer_tune.search.space import load_space
 
 pytestmark = pytest.mark.integration
 
 MODEL = "fer-test"
 SPACE = f"""name: tracked
 search: {{algorithm: random, seed: 209}}
-scheduler: {{name: asha, grace_period: 1, reduction_factor: 2}}
+pruner: {{name: asha, grace_period: 1, reduction_factor: 2}}
 budget: {{num_samples: 3, max_epochs: 3, max_concurrent: 2}}
 mlflow: {{experiment: fer-tracked, register_as: {MODEL}}}
 space:
@@ -47,7 +48,8 @@ space:
 @dataclass
 class Tracked:
     folder: Path
-    sweep: object  # fer_tune.search.Sweep
+    sweep: object  # fer_tune.search.sweep.Sweep
+    registration: object  # fer_tune.tracking.champion.Registration
     uri: str
     client: MlflowClient
 
@@ -68,9 +70,10 @@ def tracked(tmp_path_factory, blob_csv):
         if not ray.is_initialized():
             ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
         (folder / "tracked.yaml").write_text(SPACE)
-        sweep = run_sweep(load_space("tracked.yaml"), data_source=str(blob_csv), storage=folder / "ray", verbose=0)
+        space = load_space("tracked.yaml")
+        sweep, registration = run_space(space, data_source=str(blob_csv), storage=folder / "ray", verbose=0)
         uri = f"sqlite:///{folder / 'results' / 'mlflow.db'}"
-        yield Tracked(folder, sweep, uri, MlflowClient(uri))
+        yield Tracked(folder, sweep, registration, uri, MlflowClient(uri))
 
 
 def test_one_parent_run_and_a_nested_child_per_trial(tracked):
@@ -90,7 +93,7 @@ def test_one_parent_run_and_a_nested_child_per_trial(tracked):
     trials = sweep.trials.set_index("trial_id")
     assert set(children) == set(trials.index)
     curves = pd.read_csv(sweep.out_dir / "curves.csv")
-    expected_status = {"completed": "FINISHED", "stopped early": "KILLED", "error": "FAILED"}
+    expected_status = {"completed": "FINISHED", "stopped early": "KILLED", "failed": "FAILED"}
     for trial_id, run in children.items():
         row = trials.loc[trial_id]
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -99,11 +102,11 @@ def test_one_parent_run_and_a_nested_child_per_trial(tracked):
         assert float(run.data.params["lr"]) == row["lr"] and run.data.params["model"] == "basic"
         curve = curves[curves["trial_id"] == trial_id]
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        assert [m.step for m in history] == list(curve["epoch"]) == list(range(1, row["epochs"] + 1))
+        assert [m.step for m in history] == list(curve["epoch"]) == list(range(1, row["epochs_run"] + 1))
         assert [m.value for m in history] == pytest.approx(list(curve["val_accuracy"]))
         if row["status"] == "stopped early":
-            assert run.data.tags["fer_tune.stopped_at_epoch"] == str(row["epochs"])
-        if row["status"] == "error":
+            assert run.data.tags["fer_tune.stopped_at_epoch"] == str(row["epochs_run"])
+        if row["status"] == "failed":
             assert "has no pretrained weights" in run.data.tags["fer_tune.error"]
             assert run.data.tags["fer_tune.error"].count("\n") == 0
     statuses = {r.info.status for r in children.values()}
@@ -112,7 +115,7 @@ def test_one_parent_run_and_a_nested_child_per_trial(tracked):
 
 def test_best_checkpoint_is_scored_logged_and_registered_as_champion(tracked):
     sweep, client = tracked.sweep, tracked.client
-    registration = sweep.registration
+    registration = tracked.registration
     assert (registration.name, registration.version, registration.alias) == (MODEL, "1", "champion")
     assert registration.accuracy > 0.3  # the lr 3e-3 trial learned the blobs; chance is 1/7
     version = client.get_model_version_by_alias(MODEL, "champion")
@@ -141,16 +144,17 @@ def test_pyfunc_champion_predicts_probabilities(tracked, monkeypatch):
     assert probabilities.shape == (len(test), len(EMOTIONS))
     assert probabilities.sum(1) == pytest.approx(np.ones(len(test)), abs=1e-5)
     accuracy = (probabilities.argmax(1) == test.labels.numpy()).mean()
-    assert accuracy == pytest.approx(tracked.sweep.registration.accuracy, abs=1e-6)
+    assert accuracy == pytest.approx(tracked.registration.accuracy, abs=1e-6)
     assert model.metadata.metadata["classes"] == list(EMOTIONS)
 
 
 def test_champion_from_other_data_is_rescored_on_ours(tracked):
     """A champion measured on other data is scored again on this data before the comparison."""
     from conftest import blob_split
-    from fer_tune.champion import current_champion
+
     from fer_tune.data.dataset import FerDataset
-    from fer_tune.tracking import SweepRuns
+    from fer_tune.tracking.champion import current_champion
+    from fer_tune.tracking.runs import SweepRuns
 
     other = FerDataset(
         train=blob_split(70, 11), validation=blob_split(70, 12), test=blob_split(70, 13), classes=EMOTIONS, source="x"
@@ -158,7 +162,7 @@ def test_champion_from_other_data_is_rescored_on_ours(tracked):
     runs = SweepRuns(tracked.uri, "fer-tracked", "unused", {}, {})
     version, accuracy = current_champion(runs, MODEL, other, "test", other.test)
     model = mlflow.pyfunc.load_model(tracked.client.get_model_version_download_uri(MODEL, "1"))
-    expected = (model.predict(other.test.images.unsqueeze(1).float().numpy()).argmax(1) == other.test.labels.numpy())
+    expected = model.predict(other.test.images.unsqueeze(1).float().numpy()).argmax(1) == other.test.labels.numpy()
     assert version == "1" and accuracy == pytest.approx(expected.mean())
 
 
@@ -167,7 +171,7 @@ def test_models_list_and_download(tracked, tmp_path, capsys):
     assert main(["models", "list"]) == 0
     listed = capsys.readouterr().out
     assert MODEL in listed and "champion" in listed
-    assert f"{tracked.sweep.registration.accuracy:.6f}" in listed
+    assert f"{tracked.registration.accuracy:.6f}" in listed
 
     folder = tmp_path / "deploy"
     assert main(["models", "download", f"models:/{MODEL}@champion", "--to", str(folder)]) == 0
@@ -261,10 +265,10 @@ def test_worse_sweep_is_registered_as_challenger(tracked, blob_csv, capsys):
     worse = worse.replace("num_samples: 3, max_epochs: 3", "num_samples: 1, max_epochs: 1")
     worse = worse.replace("{choice: [3.0e-3, 1.0e-5]}", "1.0e-5")
     (tracked.folder / "worse.yaml").write_text(worse)
-    sweep = run_sweep(load_space("worse.yaml"), data_source=str(blob_csv), storage=tracked.folder / "ray", verbose=0)
-    registration = sweep.registration
+    space = load_space("worse.yaml")
+    _, registration = run_space(space, data_source=str(blob_csv), storage=tracked.folder / "ray", verbose=0)
     assert (registration.version, registration.alias) == ("2", "challenger")
-    assert registration.rival == ("1", pytest.approx(tracked.sweep.registration.accuracy, abs=1e-6))
+    assert registration.rival == ("1", pytest.approx(tracked.registration.accuracy, abs=1e-6))
     assert "challenger" in registration.message and "@champion unchanged" in registration.message
     client = tracked.client
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"

@@ -6,11 +6,14 @@ import math
 import pytest
 import torch
 
-from fer_tune.config import TrainConfig
-from fer_tune.optim import OPTIMIZERS, SCHEDULERS
-from fer_tune.training import class_weights, confusion_matrix, evaluate, fit, per_class_scores
+from fer_tune.core.checkpoint import load_checkpoint, save_checkpoint
+from fer_tune.core.classifier import Predictor, build_model
+from fer_tune.core.config import TrainConfig
+from fer_tune.core.metrics import class_weights, confusion_matrix, evaluate, per_class_scores
+from fer_tune.core.optim import OPTIMIZERS, SCHEDULERS
+from fer_tune.core.training import fit
 
-METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr")
+METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")
 SMALL = dict(model="basic", batch_size=16, augmentation="none", dropout=0.0)
 
 
@@ -34,31 +37,40 @@ def test_same_seed_same_result_and_different_seed_differs(tiny_data):
     config = TrainConfig(**{**SMALL, "augmentation": "trans10", "dropout": 0.3}, epochs=2)
     runs = []
     for seed in (0, 0, 1):
-        final = {}
-        fit(config.model_copy(update={"seed": seed}), tiny_data, lambda m, s: final.update(w=weights(s)))
-        runs.append(final["w"])
+        fit(config.model_copy(update={"seed": seed}), tiny_data, lambda m, s: s.epoch == 2 and runs.append(weights(s)))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
 
 
-@pytest.mark.parametrize("scheduler", ["cos_warm", "plateau", "onecycle"])
-def test_resume_is_exact(tiny_data, scheduler):
-    """Stopping after epoch 2 and resuming gives bit-identical weights and metrics to an unbroken run."""
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in metrics.items() if k != "epoch_seconds"} for metrics in history]
+
+
+@pytest.mark.parametrize("scheduler", ["cos_warm", "plateau", "onecycle", "step"])
+def test_resume_is_exact(tiny_data, scheduler, tmp_path):
+    """Stopping after epoch 2 and resuming from the checkpoint file (loaded with weights_only=True)
+    gives bit-identical weights and metrics to an unbroken run."""
     config = TrainConfig(
-        **{**SMALL, "augmentation": "trans7", "dropout": 0.3}, mixup_alpha=0.4, scheduler=scheduler,
-        T_0=1, T_mult=2, plateau_patience=0, epochs=4,
+        **{**SMALL, "augmentation": "trans7", "dropout": 0.3},
+        mixup_alpha=0.4,
+        scheduler=scheduler,
+        T_0=1,
+        T_mult=2,
+        plateau_patience=0,
+        epochs=4,
     )
-    saved, unbroken = {}, {}
+    unbroken = {}
 
     def keep(metrics, state):
         if state.epoch == 2:
-            saved["state"] = copy.deepcopy(state.state_dict())
+            save_checkpoint(state.state_dict(), tmp_path)
         unbroken["w"] = weights(state)
 
     full_history = fit(config, tiny_data, keep)
     resumed = {}
-    resumed_history = fit(config, tiny_data, lambda m, s: resumed.update(w=weights(s)), resume=saved["state"])
-    assert resumed_history == full_history
+    resume = load_checkpoint(tmp_path)  # weights_only=True: plain types and tensors only
+    resumed_history = fit(config, tiny_data, lambda m, s: resumed.update(w=weights(s)), resume=resume)
+    assert without_timing(resumed_history) == without_timing(full_history)
     assert all(torch.equal(unbroken["w"][k], resumed["w"][k]) for k in unbroken["w"])
 
 
@@ -82,7 +94,9 @@ def test_every_scheduler_is_registered_and_runs(tiny_data):
 
 def test_schedules_shape_the_learning_rate(tiny_data):
     assert lrs(tiny_data, scheduler="none", epochs=2) == [0.01, 0.01]
-    assert lrs(tiny_data, scheduler="step", step_size=2, gamma=0.5, epochs=4) == pytest.approx([0.01, 0.005, 0.005, 0.0025])
+    assert lrs(tiny_data, scheduler="step", step_size=2, gamma=0.5, epochs=4) == pytest.approx(
+        [0.01, 0.005, 0.005, 0.0025]
+    )
     # cos_warm(T_0=2, T_mult=1): down for two epochs, then a warm restart back to the peak.
     warm = lrs(tiny_data, scheduler="cos_warm", T_0=2, T_mult=1, epochs=4)
     assert warm[0] == pytest.approx(0.005) and warm[1] == pytest.approx(0.01) and warm[2] == pytest.approx(0.005)
@@ -113,7 +127,9 @@ def test_per_class_scores_match_sklearn():
     sklearn_metrics = pytest.importorskip("sklearn.metrics")
     generator = torch.Generator().manual_seed(0)
     truth = torch.randint(0, 5, (300,), generator=generator)
-    predicted = torch.where(torch.rand(300, generator=generator) < 0.6, truth, torch.randint(0, 5, (300,), generator=generator))
+    predicted = torch.where(
+        torch.rand(300, generator=generator) < 0.6, truth, torch.randint(0, 5, (300,), generator=generator)
+    )
     confusion = confusion_matrix(truth, predicted, num_classes=5)
     assert confusion.tolist() == sklearn_metrics.confusion_matrix(truth, predicted).tolist()
     scores = per_class_scores(confusion)
@@ -124,10 +140,27 @@ def test_per_class_scores_match_sklearn():
 
 def test_evaluate_confusion_counts_every_image(tiny_data):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7))
-    result = evaluate(model, tiny_data.validation, num_classes=7, batch_size=16)
+    result = evaluate(model, tiny_data.validation, num_classes=7, batch_size=16, keep_probabilities=True)
     assert result["confusion"].sum() == len(tiny_data.validation)
     assert result["confusion"].diag().sum() / len(tiny_data.validation) == pytest.approx(result["accuracy"])
     assert result["probabilities"].shape == (len(tiny_data.validation), 7)
+    assert "probabilities" not in evaluate(model, tiny_data.validation, num_classes=7)  # fit keeps none
+
+
+def test_evaluate_with_flip_tta_scores_what_the_predictor_predicts(tiny_data):
+    """One evaluation function: with flip_tta it averages the mirror image's probabilities as the
+    deployed Predictor does, and its loss is the cross-entropy of those averaged probabilities."""
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(**SMALL), 7, tiny_data.mean, tiny_data.std).eval()
+    split = tiny_data.validation
+    result = evaluate(model, split, num_classes=7, flip_tta=True, keep_probabilities=True)
+    with torch.no_grad():
+        expected = Predictor(model, flip_tta=True)(split.images)
+    assert torch.allclose(result["probabilities"], expected, atol=1e-6)
+    assert result["accuracy"] == pytest.approx((expected.argmax(1) == split.labels).float().mean().item())
+    assert result["loss"] == pytest.approx(torch.nn.functional.nll_loss(expected.log(), split.labels).item(), rel=1e-5)
+    plain = evaluate(model, split, num_classes=7, keep_probabilities=True)
+    assert not torch.allclose(plain["probabilities"], result["probabilities"])  # the mirror view counted
 
 
 @pytest.mark.gpu

@@ -7,9 +7,11 @@ import sys
 
 import pytest
 from mlflow import MlflowClient
-
-from fer_tune.tracking import MlflowCallback, SweepRuns, tracking_uri
 from mlflow_helpers import free_port, report, serving, tune_trial
+
+from fer_tune.tracking.callback import MlflowCallback
+from fer_tune.tracking.runs import SweepRuns
+from fer_tune.tracking.store import tracking_uri
 
 pytestmark = pytest.mark.integration
 

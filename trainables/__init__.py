@@ -1,9 +1,12 @@
 """Ray Tune function trainables, by the name a search-space file gives in `trainable:`.
 
-Each is a thin adapter: trial config in -> `fer_tune.training.fit` -> a
+Each is a thin adapter: trial config in -> `fer_tune.core.training.fit` -> a
 `tune.report` with a checkpoint every epoch; resumes from `tune.get_checkpoint()`.
+Importing this package does not import Ray (the trainables import it when they run),
+so a space file's `trainable:` is checked at load without starting anything.
 """
 
-from trainables.fer_cnn import train_fer_cnn
+from trainables import fer_cnn  # noqa: F401  (registers fer_cnn)
+from trainables.registry import TRAINABLES
 
-TRAINABLES = {"fer_cnn": train_fer_cnn}
+__all__ = ["TRAINABLES"]

@@ -7,24 +7,24 @@ copy of the data.
 
 from __future__ import annotations
 
-import os
 import tempfile
-from pathlib import Path
+import time
 
-import ray
 import torch
-from ray import tune
 
-from fer_tune.config import make_train_config
+from fer_tune.core.checkpoint import load_checkpoint, save_checkpoint
+from fer_tune.core.config import make_train_config
+from fer_tune.core.training import fit
 from fer_tune.data.dataset import FerDataset
-from fer_tune.training import fit
-
-STATE_FILE = "state.pt"
+from trainables.registry import TRAINABLES
 
 
+@TRAINABLES.register("fer_cnn")
 def train_fer_cnn(config: dict, data: FerDataset) -> None:
-    # Grid sweeps pass each enumerated point as config["point"]; samplers pass the point flat.
-    train_config = make_train_config(config.get("point", config), where="trial config")
+    import ray  # here, not at the top: importing the registry must not start Ray's import
+    from ray import tune
+
+    train_config = make_train_config(config, where="trial config")
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))  # Ray does not bound torch's intra-op threads itself
 
@@ -32,13 +32,16 @@ def train_fer_cnn(config: dict, data: FerDataset) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+            resume = load_checkpoint(folder)
 
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran; Ray's node_ip is shared on one host
 
     def report(metrics: dict, state) -> None:
+        reported_at = time.time()
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(state.state_dict(), os.path.join(folder, STATE_FILE))
-            tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(folder))
+            save_checkpoint(state.state_dict(), folder)
+            # reported_at: when the epoch ended, on the wall clock (bench/ lines trials' epochs up with it)
+            extra = {"node_id": node_id, "reported_at": reported_at}
+            tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     fit(train_config, data, report, resume=resume)

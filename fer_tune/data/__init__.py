@@ -25,8 +25,9 @@ __all__ = ["FerDataset", "Split", "load_dataset", "write_fer2013_csv"]
 EXPECTED_SOURCES = "expected 'synthetic', a FER2013 CSV file or an image folder"
 
 
-def load_dataset(source: str = "synthetic", *, n: int = 30000, seed: int = 0,
-                 val_fraction: float = 0.1, use_cache: bool = True) -> FerDataset:
+def load_dataset(
+    source: str = "synthetic", *, n: int = 30000, seed: int = 0, val_fraction: float = 0.1, use_cache: bool = True
+) -> FerDataset:
     """Load `source` ("synthetic", a .csv file or an image folder), from the cache when possible.
 
     `n` and `seed` size and seed the synthetic set; `seed` and `val_fraction` also carve a

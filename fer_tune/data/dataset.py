@@ -2,7 +2,7 @@
 
 All of FER2013 is 35,887 x 48 x 48 bytes, about 83 MB, so it lives whole in
 memory (and, for training, on the training device); nothing is decoded per
-batch. Normalization statistics come from the train split only (seed 001).
+batch. Normalization statistics come from the train split only (Tandon 2020).
 """
 
 from __future__ import annotations
@@ -94,16 +94,19 @@ class FerDataset:
         }
 
 
-def stratified_holdout(labels: np.ndarray, val_fraction: float, seed: int,
-                       *, where: str) -> tuple[np.ndarray, np.ndarray]:
+def stratified_holdout(
+    labels: np.ndarray, val_fraction: float, seed: int, *, where: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (train, validation), `val_fraction` of each class to validation.
 
     A class with at least 2 images keeps at least one on each side, so every class is
     present in both when counts allow. Indices stay in their original order.
     """
     if not 0 < val_fraction < 1:
-        raise FerTuneError(f"val_fraction must be strictly between 0 and 1 to carve a validation split "
-                           f"from {where}, got {val_fraction}")
+        raise FerTuneError(
+            f"val_fraction must be strictly between 0 and 1 to carve a validation split "
+            f"from {where}, got {val_fraction}"
+        )
     rng = np.random.default_rng(seed)
     val_parts = []
     for c in np.unique(labels):
@@ -113,6 +116,7 @@ def stratified_holdout(labels: np.ndarray, val_fraction: float, seed: int,
     val_mask = np.zeros(len(labels), dtype=bool)
     val_mask[np.concatenate(val_parts)] = True
     if not val_mask.any():
-        raise FerTuneError(f"{where} has too few images to carve a validation split: "
-                           f"expected at least 2 images of some class")
+        raise FerTuneError(
+            f"{where} has too few images to carve a validation split: expected at least 2 images of some class"
+        )
     return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)

@@ -16,8 +16,8 @@ FerTuneError naming the file, the line (header = line 1), the column and what wa
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,17 +49,19 @@ def read_fer2013_csv(path: str | Path, *, val_fraction: float = 0.1, seed: int =
     labels = np.array(labels, dtype=np.int64)
     if "usage" not in columns:  # Kaggle's train.csv: carve validation, no test split
         train_idx, val_idx = stratified_holdout(labels, val_fraction, seed, where=str(path))
-        source = (f"{path} (no Usage column: validation carved from train with "
-                  f"val_fraction={val_fraction}, seed={seed}; train.csv has no test split)")
-        return FerDataset(_split(images, labels, train_idx), _split(images, labels, val_idx),
-                          None, EMOTIONS, source)
+        source = (
+            f"{path} (no Usage column: validation carved from train with "
+            f"val_fraction={val_fraction}, seed={seed}; train.csv has no test split)"
+        )
+        return FerDataset(_split(images, labels, train_idx), _split(images, labels, val_idx), None, EMOTIONS, source)
     usages = np.array(usages)
-    splits = {name: _split(images, labels, np.flatnonzero(usages == name))
-              for name in USAGE_TO_SPLIT.values()}
+    splits = {name: _split(images, labels, np.flatnonzero(usages == name)) for name in USAGE_TO_SPLIT.values()}
     for usage, name in USAGE_TO_SPLIT.items():
         if name != "test" and len(splits[name]) == 0:
-            raise FerTuneError(f"{path} has no rows with Usage '{usage}', so the {name} split is empty: "
-                               f"expected Training (train) and PublicTest (validation) rows")
+            raise FerTuneError(
+                f"{path} has no rows with Usage '{usage}', so the {name} split is empty: "
+                f"expected Training (train) and PublicTest (validation) rows"
+            )
     test = splits["test"] if len(splits["test"]) else None  # no PrivateTest rows: no test split
     return FerDataset(splits["train"], splits["validation"], test, EMOTIONS, str(path))
 
@@ -69,11 +71,11 @@ def write_fer2013_csv(path: str | Path, images, labels, usages: Sequence[str]) -
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"images must be uint8 [N, {IMAGE_SIZE}, {IMAGE_SIZE}], "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(f"images must be uint8 [N, {IMAGE_SIZE}, {IMAGE_SIZE}], got {images.dtype} {images.shape}")
     if labels.shape != images.shape[:1] or len(usages) != len(images):
-        raise ValueError(f"need one label and one usage per image: {len(images)} images, "
-                         f"labels {labels.shape}, {len(usages)} usages")
+        raise ValueError(
+            f"need one label and one usage per image: {len(images)} images, labels {labels.shape}, {len(usages)} usages"
+        )
     unknown = set(usages) - set(USAGE_TO_SPLIT)
     if unknown:
         raise ValueError(f"unknown usages {sorted(unknown)}: expected {list(USAGE_TO_SPLIT)}")
@@ -100,7 +102,6 @@ def fer2013_cache_key(path: str | Path, val_fraction: float, seed: int) -> str:
     return f"fer2013-v{FORMAT_VERSION}-{digest.hexdigest()[:32]}{carve}"
 
 
-
 def _split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:
     return Split(torch.from_numpy(images[idx]), torch.from_numpy(labels[idx]))
 
@@ -108,18 +109,21 @@ def _split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:
 def _read_header(path: Path, header: str) -> dict[str, int]:
     """Map lower-cased column name -> field index; the icml file's ' Usage' becomes 'usage'."""
     if not header.strip():
-        raise FerTuneError(f"{path} is empty: expected a header line 'emotion,pixels,Usage' "
-                           f"and one row per image")
+        raise FerTuneError(f"{path} is empty: expected a header line 'emotion,pixels,Usage' and one row per image")
     names = [name.strip().strip('"').strip() for name in header.rstrip("\r\n").split(",")]
     columns = {name.lower(): i for i, name in enumerate(names)}
     found = ", ".join(repr(name[:30]) for name in names[:10])
     missing = [name for name in ("emotion", "pixels") if name not in columns]
     if missing == ["emotion"]:
-        raise FerTuneError(f"{path} has no 'emotion' column (columns found: {found}): it holds no labels, "
-                           f"like Kaggle's test.csv, and is not usable for training")
+        raise FerTuneError(
+            f"{path} has no 'emotion' column (columns found: {found}): it holds no labels, "
+            f"like Kaggle's test.csv, and is not usable for training"
+        )
     if missing:
-        raise FerTuneError(f"{path} is missing required column(s) {', '.join(map(repr, missing))} "
-                           f"(columns found: {found}): expected header 'emotion,pixels,Usage'")
+        raise FerTuneError(
+            f"{path} is missing required column(s) {', '.join(map(repr, missing))} "
+            f"(columns found: {found}): expected header 'emotion,pixels,Usage'"
+        )
     return columns
 
 
@@ -135,8 +139,10 @@ def _row_chunks(path: Path, f, n_columns: int):
             continue
         fields = [field.strip().strip('"') for field in line.split(",")]
         if len(fields) != n_columns:
-            raise FerTuneError(f"{path} line {line_number}: found {len(fields)} comma-separated fields, "
-                               f"expected {n_columns} (one per header column)")
+            raise FerTuneError(
+                f"{path} line {line_number}: found {len(fields)} comma-separated fields, "
+                f"expected {n_columns} (one per header column)"
+            )
         chunk.append((line_number, fields))
         if len(chunk) == CHUNK_ROWS:
             yield chunk
@@ -148,15 +154,19 @@ def _row_chunks(path: Path, f, n_columns: int):
 def _label(path: Path, line: int, text: str) -> int:
     if text.isascii() and text.isdigit() and int(text) < len(EMOTIONS):
         return int(text)
-    raise FerTuneError(f"{path} line {line}: column 'emotion' value {text[:20]!r} is not a label: "
-                       f"expected an integer 0..{len(EMOTIONS) - 1}")
+    raise FerTuneError(
+        f"{path} line {line}: column 'emotion' value {text[:20]!r} is not a label: "
+        f"expected an integer 0..{len(EMOTIONS) - 1}"
+    )
 
 
 def _usage(path: Path, line: int, text: str) -> str:
     if text in USAGE_TO_SPLIT:
         return USAGE_TO_SPLIT[text]
-    raise FerTuneError(f"{path} line {line}: column 'Usage' value {text[:20]!r} is unknown: "
-                       f"expected one of {', '.join(USAGE_TO_SPLIT)}")
+    raise FerTuneError(
+        f"{path} line {line}: column 'Usage' value {text[:20]!r} is unknown: "
+        f"expected one of {', '.join(USAGE_TO_SPLIT)}"
+    )
 
 
 def _parse_pixels(path: Path, fields: list[str], lines: list[int]) -> np.ndarray:
@@ -174,8 +184,10 @@ def _parse_pixels(path: Path, fields: list[str], lines: list[int]) -> np.ndarray
         pass
     for field, line in zip(fields, lines):
         _check_pixel_row(path, line, field)
-    raise FerTuneError(f"{path} lines {lines[0]}-{lines[-1]}: column 'pixels' could not be parsed: "
-                       f"expected {NUM_PIXELS} space-separated integers 0..255 per row")
+    raise FerTuneError(
+        f"{path} lines {lines[0]}-{lines[-1]}: column 'pixels' could not be parsed: "
+        f"expected {NUM_PIXELS} space-separated integers 0..255 per row"
+    )
 
 
 def _check_pixel_row(path: Path, line: int, field: str) -> None:
@@ -183,12 +195,15 @@ def _check_pixel_row(path: Path, line: int, field: str) -> None:
     tokens = field.split()
     for number, token in enumerate(tokens, start=1):
         if not (token.isascii() and token.lstrip("+-").isdigit()):  # int() would take '1_0', '٣'
-            raise FerTuneError(f"{path} line {line}: column 'pixels' value {token[:20]!r} (number {number}) "
-                               f"is not an integer: expected {NUM_PIXELS} integers 0..255")
+            raise FerTuneError(
+                f"{path} line {line}: column 'pixels' value {token[:20]!r} (number {number}) "
+                f"is not an integer: expected {NUM_PIXELS} integers 0..255"
+            )
         value = int(token)
         if not 0 <= value <= 255:
-            raise FerTuneError(f"{path} line {line}: column 'pixels' value {value} (number {number}) "
-                               f"is outside 0..255")
+            raise FerTuneError(f"{path} line {line}: column 'pixels' value {value} (number {number}) is outside 0..255")
     if len(tokens) != NUM_PIXELS:
-        raise FerTuneError(f"{path} line {line}: column 'pixels' has {len(tokens)} values, "
-                           f"expected {NUM_PIXELS} ({IMAGE_SIZE}x{IMAGE_SIZE}) integers 0..255")
+        raise FerTuneError(
+            f"{path} line {line}: column 'pixels' has {len(tokens)} values, "
+            f"expected {NUM_PIXELS} ({IMAGE_SIZE}x{IMAGE_SIZE}) integers 0..255"
+        )

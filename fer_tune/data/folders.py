@@ -1,6 +1,6 @@
 """Read an image-folder dataset into a FerDataset of 48x48 grayscale uint8 images.
 
-    >>> data = read_image_folders("Facial_emotion_images")  # seed 004: happy/neutral/sad/surprise
+    >>> data = read_image_folders("Facial_emotion_images")  # Dzubak: happy/neutral/sad/surprise
     >>> data.classes
     ('happy', 'sad', 'surprise', 'neutral')
 
@@ -26,8 +26,10 @@ from fer_tune.errors import FerTuneError
 FORMAT_VERSION = 1  # bump when decoding changes, so cached folders are rebuilt
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
-LAYOUT = ("ROOT/train/<class>/*.png|*.jpg|*.jpeg, with optional ROOT/validation (or ROOT/val) "
-          "and ROOT/test laid out the same way")
+LAYOUT = (
+    "ROOT/train/<class>/*.png|*.jpg|*.jpeg, with optional ROOT/validation (or ROOT/val) "
+    "and ROOT/test laid out the same way"
+)
 
 Layout = dict[str, dict[str, list[Path]]]  # split -> class folder name -> sorted image paths
 
@@ -48,8 +50,9 @@ def read_image_folders(root: str | Path, *, val_fraction: float = 0.1, seed: int
     if "test" not in splits:
         notes.append("no test folder")
     source = f"{root} ({'; '.join(notes)})" if notes else str(root)
-    split = {name: Split(torch.from_numpy(images), torch.from_numpy(labels))
-             for name, (images, labels) in splits.items()}
+    split = {
+        name: Split(torch.from_numpy(images), torch.from_numpy(labels)) for name, (images, labels) in splits.items()
+    }
     return FerDataset(split["train"], split["validation"], split.get("test"), classes, source)
 
 
@@ -59,8 +62,9 @@ def scan_layout(root: Path) -> Layout:
     for split, names in SPLIT_FOLDERS.items():
         present = [root / name for name in names if (root / name).is_dir()]
         if len(present) > 1:
-            raise FerTuneError(f"{root} has both {present[0].name}/ and {present[1].name}/: "
-                               f"expected one {split} folder")
+            raise FerTuneError(
+                f"{root} has both {present[0].name}/ and {present[1].name}/: expected one {split} folder"
+            )
         if present:
             folders[split] = present[0]
     if "train" not in folders:
@@ -70,9 +74,11 @@ def scan_layout(root: Path) -> Layout:
     for split, class_files in layout.items():
         missing, extra = sorted(train_classes - set(class_files)), sorted(set(class_files) - train_classes)
         if missing or extra:
-            raise FerTuneError(f"{folders[split]} has different classes from {folders['train']}: "
-                               f"missing {missing}, extra {extra}; "
-                               f"expected the same class folders in every split")
+            raise FerTuneError(
+                f"{folders[split]} has different classes from {folders['train']}: "
+                f"missing {missing}, extra {extra}; "
+                f"expected the same class folders in every split"
+            )
     return layout
 
 
@@ -102,21 +108,17 @@ def folder_cache_key(root: str | Path, val_fraction: float, seed: int) -> str:
 def _scan_split(folder: Path) -> dict[str, list[Path]]:
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise FerTuneError(f"{folder} has no class folders: "
-                           f"expected {folder}/<class>/*.png|*.jpg|*.jpeg")
+        raise FerTuneError(f"{folder} has no class folders: expected {folder}/<class>/*.png|*.jpg|*.jpeg")
     class_files = {}
     for class_dir in class_dirs:
-        images = sorted(p for p in class_dir.iterdir()
-                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
-            raise FerTuneError(f"class folder {class_dir} has no images: "
-                               f"expected *.png, *.jpg or *.jpeg files")
+            raise FerTuneError(f"class folder {class_dir} has no images: expected *.png, *.jpg or *.jpeg files")
         class_files[class_dir.name] = images
     return class_files
 
 
-def _load_split(class_files: dict[str, list[Path]],
-                classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _load_split(class_files: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     paths = [(path, label) for label, name in enumerate(classes) for path in class_files[name]]
     images = np.stack([_load_image(path) for path, _ in paths])
     labels = np.array([label for _, label in paths], dtype=np.int64)

@@ -48,13 +48,13 @@ LABEL_NOISE = 0.04  # share of labels replaced by a uniformly drawn *other* clas
 EXPRESSION_PARAMS = ("curve", "open", "width", "raise", "brow_h", "tilt", "eye")
 PROTOTYPES = {  # FACS action units that the prototype imitates
     #            curve  open  width raise brow_h  tilt   eye
-    "angry":    (-0.03, 0.00, 0.24, 0.50, -0.07,  0.10, 0.60),  # AU4 brow lowerer, AU7 lid tightener, AU23
-    "disgust":  (-0.07, 0.04, 0.27, 0.85, -0.05,  0.06, 0.55),  # AU9 nose wrinkler, AU10 upper-lip raiser
-    "fear":     (-0.03, 0.08, 0.36, 0.50,  0.07, -0.07, 1.35),  # AU1+2+4, AU5 lid raiser, AU20 lip stretcher
-    "happy":    ( 0.12, 0.05, 0.36, 0.50,  0.00,  0.00, 0.80),  # AU6 cheek raiser, AU12 lip-corner puller
-    "sad":      (-0.09, 0.00, 0.28, 0.50,  0.02, -0.08, 0.85),  # AU1 inner-brow raiser, AU15 corner depressor
-    "surprise": ( 0.00, 0.18, 0.20, 0.50,  0.10,  0.00, 1.45),  # AU1+2 brow raisers, AU5, AU26 jaw drop
-    "neutral":  ( 0.00, 0.00, 0.30, 0.50,  0.00,  0.00, 1.00),
+    "angry": (-0.03, 0.00, 0.24, 0.50, -0.07, 0.10, 0.60),  # AU4 brow lowerer, AU7 lid tightener, AU23
+    "disgust": (-0.07, 0.04, 0.27, 0.85, -0.05, 0.06, 0.55),  # AU9 nose wrinkler, AU10 upper-lip raiser
+    "fear": (-0.03, 0.08, 0.36, 0.50, 0.07, -0.07, 1.35),  # AU1+2+4, AU5 lid raiser, AU20 lip stretcher
+    "happy": (0.12, 0.05, 0.36, 0.50, 0.00, 0.00, 0.80),  # AU6 cheek raiser, AU12 lip-corner puller
+    "sad": (-0.09, 0.00, 0.28, 0.50, 0.02, -0.08, 0.85),  # AU1 inner-brow raiser, AU15 corner depressor
+    "surprise": (0.00, 0.18, 0.20, 0.50, 0.10, 0.00, 1.45),  # AU1+2 brow raisers, AU5, AU26 jaw drop
+    "neutral": (0.00, 0.00, 0.30, 0.50, 0.00, 0.00, 1.00),
 }
 JITTER = (0.04, 0.03, 0.04, 0.10, 0.03, 0.04, 0.20)  # per-image Gaussian std, same columns
 INTENSITY = (0.5, 1.2)  # expression = neutral + U(INTENSITY) * (prototype - neutral) + jitter
@@ -67,27 +67,37 @@ MOUTH_Y, LIP_HALF = 0.52, 0.03  # mouth line; half-thickness of closed lips
 
 # Nuisance parameters, per image: (low, high) draws uniformly, a lone number is a Gaussian std.
 NUISANCE = {
-    "cx": 2.5, "cy": 2.5,  # face-centre offset, pixels
+    "cx": 2.5,
+    "cy": 2.5,  # face-centre offset, pixels
     "scale": (19.0, 25.0),  # face half-height, pixels (FER2013 crops are tight: chins leave the frame)
     "angle": 0.15,  # in-plane head tilt, radians
     "yaw": 0.06,  # features slide sideways within the oval (a head turn), face units
     "gaze": 0.03,  # pupils slide within the eyes, face units
     "face_w": (0.70, 0.86),  # face half-width relative to its half-height
-    "bg": (10, 245), "skin": (70, 230), "hair": (0, 255),  # grey levels
+    "bg": (10, 245),
+    "skin": (70, 230),
+    "hair": (0, 255),  # grey levels
     "hairline": (-0.95, -0.45),  # face units (-1 is the top of the oval)
     "light": 25.0,  # side lighting: grey levels gained across the face's half-width
-    "bg_gx": 1.5, "bg_gy": 1.5,  # background gradient, grey levels per pixel
+    "bg_gx": 1.5,
+    "bg_gy": 1.5,  # background gradient, grey levels per pixel
     "feature": (0.15, 0.55),  # brows, pupils, nostrils and mouth: this fraction of the skin's grey
     "sclera": (0.9, 1.25),  # eye whites relative to the skin
     "edge": (0.7, 1.8),  # soft-edge width, pixels: focus blur of the drawn shapes
     "blur": (0.0, 1.0),  # weight of an extra 3x3 binomial blur
-    "contrast": (0.6, 1.3), "brightness": 15.0,  # about mid-grey
+    "contrast": (0.6, 1.3),
+    "brightness": 15.0,  # about mid-grey
     "noise": (0.0, 14.0),  # Gaussian pixel noise std, grey levels
 }
 OCCLUDERS = 2  # hands, hair, glasses, watermarks: up to this many ellipses per image ...
 OCCLUDER_P = 0.3  # ... each present with this probability ...
 OCCLUDER = {  # ... at (x, y) pixels from the centre, half-axes (a, b) pixels, grey v, opacity alpha
-    "x": (-20, 20), "y": (-20, 20), "a": (2.5, 10.0), "b": (2.5, 10.0), "v": (0, 255), "alpha": (0.7, 1.0),
+    "x": (-20, 20),
+    "y": (-20, 20),
+    "a": (2.5, 10.0),
+    "b": (2.5, 10.0),
+    "v": (0, 255),
+    "alpha": (0.7, 1.0),
 }
 CHUNK = 64  # images per vectorized step: 0.6 MB arrays stay in L2; 2x faster than 500 (measured)
 

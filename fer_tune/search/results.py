@@ -1,7 +1,8 @@
 """A sweep's tables and plots, built with pandas and matplotlib: results/<name>/.
 
 - trials.csv: one row per trial: every parameter of the space, final and best
-  metric, the epoch of the best, epochs run, stopped-early flag, status, wall time.
+  metric, the epoch of the best, epochs run, status (fer_tune.search.outcome:
+  completed, stopped early or failed), wall time and the error line of a failure.
 - curves.csv: every reported epoch of every trial (the long table the plots use).
 - leaderboard.md: the top trials.
 - curves.png (validation accuracy per epoch: ASHA's pruning shows as short
@@ -12,17 +13,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from fer_tune.config import SpaceFile
+from fer_tune.constants import RESULTS_DIR
+from fer_tune.core.config import trial_point
 from fer_tune.errors import FerTuneError
+from fer_tune.search.outcome import STOPPED, Outcome, planned_epochs, trial_outcome
+from fer_tune.search.space import SpaceFile
 
-RESULTS_DIR = Path("results")
-CURVE_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr")
+CURVE_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds",
+)  # fmt: skip
 
 
 @dataclass
@@ -34,17 +39,15 @@ class TrialRecord:
     curve: pd.DataFrame  # one row per epoch, CURVE_COLUMNS
     metric: str
     mode: str
-    max_epochs: int
+    planned_epochs: int  # the epochs this trial was given (its own `epochs`, else max_epochs)
     error: str | None = None
     wall_seconds: float = 0.0
     path: str | None = None  # Ray's trial folder
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_result(cls, result, space: SpaceFile) -> "TrialRecord":
+    def from_result(cls, result, space: SpaceFile) -> TrialRecord:
         """From a ray.tune.Result."""
-        config = result.config or {}
-        point = config.get("point", config)
+        point = trial_point(result.config or {})
         frame = result.metrics_dataframe
         if frame is None or frame.empty or "epoch" not in frame:
             curve = pd.DataFrame(columns=list(CURVE_COLUMNS))
@@ -57,8 +60,8 @@ class TrialRecord:
             curve=curve.reset_index(drop=True),
             metric=space.metric,
             mode=space.mode,
-            max_epochs=space.budget.max_epochs,
-            error=str(result.error).strip().splitlines()[-1] if result.error else None,
+            planned_epochs=planned_epochs(result.config, space.budget.max_epochs),
+            error=str(result.error) if result.error else None,
             wall_seconds=float(metrics.get("time_total_s") or 0.0),
             path=result.path,
         )
@@ -80,24 +83,22 @@ class TrialRecord:
         return None if row is None else float(row[self.metric])
 
     @property
-    def status(self) -> str:
-        if self.error:
-            return "error"
-        return "stopped early" if self.epochs < self.max_epochs else "completed"
+    def outcome(self) -> Outcome:
+        return trial_outcome(self.epochs, self.planned_epochs, self.error)
 
     def row(self) -> dict[str, Any]:
-        best = self.best_row
+        best, outcome = self.best_row, self.outcome
         return {
             "trial_id": self.trial_id,
             **self.params,
             f"final_{self.metric}": float(self.curve[self.metric].iloc[-1]) if len(self.curve) else None,
             f"best_{self.metric}": self.best_metric,
             "best_epoch": int(best["epoch"]) if best is not None else None,
-            "epochs": self.epochs,
-            "stopped_early": self.status == "stopped early",
-            "status": self.status,
+            "epochs_run": self.epochs,  # not "epochs": a space may search that parameter
+            "stopped_early": outcome.status == STOPPED,
+            "status": outcome.status,
             "wall_seconds": round(self.wall_seconds, 2),
-            "error": self.error,
+            "error": outcome.reason,
         }
 
 
@@ -121,10 +122,12 @@ def write_results(out_dir: Path, records: list[TrialRecord], space: SpaceFile, d
     (out_dir / "sweep.json").write_text(
         json.dumps({"space": space.model_dump(mode="json"), "data": data_summary}, indent=2)
     )
-    from fer_tune.plots import plot_by_parameter, plot_curves, plot_parallel
+    from fer_tune.search.plots import plot_by_parameter, plot_curves, plot_parallel
 
     plot_curves(curves, space.metric, out_dir / "curves.png")
-    plot_by_parameter(trials, [p.name for p in space.space if p.kind != "fixed"], space.metric, out_dir / "by_parameter.png")
+    plot_by_parameter(
+        trials, [p.name for p in space.space if p.kind != "fixed"], space.metric, out_dir / "by_parameter.png"
+    )
     plot_parallel(trials, [p.name for p in space.space if p.kind != "fixed"], space.metric, out_dir / "parallel.png")
     return trials
 
@@ -133,16 +136,18 @@ def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int 
     """The top trials as a markdown table: rank, metric, epochs, status and every varying parameter."""
     best = f"best_{metric}"
     varying = [c for c in _param_columns(trials) if trials[c].nunique(dropna=True) > 1]
-    shown = trials.head(top)[["trial_id", best, "epochs", "status", *varying]].copy()
+    shown = trials.head(top)[["trial_id", best, "epochs_run", "status", *varying]].copy()
     shown.insert(0, "rank", range(1, len(shown) + 1))
     shown[best] = shown[best].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
     for column in varying:  # 4 significant digits; blank where a conditional parameter was inactive
-        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v))
+        shown[column] = shown[column].map(
+            lambda v: "" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v)
+        )
     return shown.to_markdown(index=False, disable_numparse=True)  # keep our formatting as it is
 
 
 def _param_columns(trials: pd.DataFrame) -> list[str]:
-    fixed_columns = {"trial_id", "best_epoch", "epochs", "stopped_early", "status", "wall_seconds", "error"}
+    fixed_columns = {"trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error"}
     return [c for c in trials.columns if c not in fixed_columns and not c.startswith(("final_", "best_"))]
 
 

@@ -19,7 +19,7 @@ of tensor ops, every image drawing its own random parameters from one `torch.Gen
     augmented = augment(images, g)  # float [B, 1, 48, 48] in [0, 1] -> same shape, new tensor
 
 Each strategy reproduces, in distribution, the per-image torchvision v2 pipeline that
-`torchvision_reference(name)` returns (tests/test_augment.py checks this with two-sample
+`bench.reference.torchvision_reference(name)` returns (tests/test_augment.py checks this with two-sample
 KS tests); with the same draws it gives the same pixels to float rounding. bench/pipeline.py
 measures it against torchvision one image at a time in a DataLoader.
 """
@@ -27,16 +27,13 @@ measures it against torchvision one image at a time in a DataLoader.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from fer_tune.errors import FerTuneError
 from fer_tune.registry import Registry
-
-if TYPE_CHECKING:
-    from torchvision.transforms import v2
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
@@ -129,8 +126,9 @@ def _in_frame(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return (rows.to(x.dtype)[:, :, None] * cols.to(x.dtype)[:, None, :])[:, None]  # a product of two ranges
 
 
-def _warp(x: torch.Tensor, m: torch.Tensor, before: torch.Tensor | None = None,
-          after: torch.Tensor | None = None) -> torch.Tensor:
+def _warp(
+    x: torch.Tensor, m: torch.Tensor, before: torch.Tensor | None = None, after: torch.Tensor | None = None
+) -> torch.Tensor:
     """Three of torchvision's transforms in one resampling, each bilinear with fill 0:
     `before` (a flip and a whole-pixel shift), `m` (any affine map; it may blend pixels) and
     `after` (a flip and a shift). Output pixel p of image i reads it at before @ m @ after @ p.
@@ -279,30 +277,6 @@ def create_augmentation(name: str) -> Augmentation:
 
 def list_augmentations() -> list[str]:
     return AUGMENTATIONS.names()
-
-
-def torchvision_reference(name: str) -> v2.Transform:
-    """The per-image torchvision v2 pipeline (on a float [1, H, W] tensor) that strategy
-    `name` reproduces: the seed's transforms, with bilinear interpolation and fill 0."""
-    from torchvision.transforms import v2  # only tests and benchmarks need torchvision here
-
-    AUGMENTATIONS.get(name)  # unknown names fail with the list of valid ones
-    bilinear = dict(interpolation=v2.InterpolationMode.BILINEAR, fill=0)
-    flip = v2.RandomHorizontalFlip(FLIP_P)
-    rotate = v2.RandomRotation(ROTATION_DEGREES, **bilinear)
-    translate = v2.RandomAffine(0, translate=(TRANSLATE, TRANSLATE), **bilinear)
-    scale = v2.RandomAffine(0, scale=SCALE, **bilinear)
-    translate_scale = v2.RandomAffine(0, translate=(TRANSLATE, TRANSLATE), scale=SCALE, **bilinear)
-    erase = v2.RandomErasing(ERASE_P, ERASE_SCALE, ERASE_RATIO, value=0)
-    pipelines = {
-        "none": [v2.Identity()],
-        "trans1": [flip],
-        "trans3": [flip, rotate, erase],
-        "trans4": [flip, rotate, translate, erase],
-        "trans7": [flip, rotate, translate_scale, erase],
-        "trans10": [v2.RandomOrder([flip, translate, v2.RandomChoice([rotate, scale])])],
-    }
-    return v2.Compose(pipelines[name])
 
 
 def mixup(

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fer_tune.config import Param, SpaceFile, quantize
 from fer_tune.errors import FerTuneError
+from fer_tune.search.space import SpaceFile
+from fer_tune.search.syntax import Param, quantize
 
 if TYPE_CHECKING:
     import optuna
@@ -38,7 +39,7 @@ class define_by_run:
             )
         self.space = space
 
-    def __call__(self, trial: "optuna.Trial") -> dict[str, Any]:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         # Ray builds the config as {**values captured from trial.suggest_*, **what we return}: returning
         # the whole point carries the fixed values and our quantized floats (0.3, not 0.30000000000000004).
         point: dict[str, Any] = {"epochs": self.space.budget.max_epochs}
@@ -48,7 +49,7 @@ class define_by_run:
         return point
 
 
-def suggest(trial: "optuna.Trial", param: Param) -> Any:
+def suggest(trial: optuna.Trial, param: Param) -> Any:
     low, high = param.values[0], param.values[-1]
     if param.kind == "choice":
         return trial.suggest_categorical(param.name, list(param.values))

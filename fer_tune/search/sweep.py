@@ -1,22 +1,26 @@
-"""Run a search-space file as a Ray Tune sweep: `fer-tune run search_spaces/quick.yaml`.
+"""Run a search-space file as a Ray Tune sweep.
 
-    from fer_tune.config import load_space
-    from fer_tune.search import run_sweep
+    from fer_tune.data import load_dataset
+    from fer_tune.search.space import load_space
+    from fer_tune.search.sweep import run_sweep
 
-    sweep = run_sweep(load_space("search_spaces/quick.yaml"))
+    space = load_space("search_spaces/quick.yaml")
+    sweep = run_sweep(space, load_dataset("synthetic", n=space.data.n))
     sweep.trials  # pandas DataFrame, one row per trial; also written to results/<name>/
 
 Searchers: optuna (TPE over the define-by-run space, default), random (Optuna's
 random sampler over the same space), grid (every combination, Ray's grid
-search). Schedulers: asha (default), hyperband, median, none; all use our own
-`epoch` as their time attribute. The dataset is loaded once on the driver and
-reaches every trial through Ray's object store.
+search). Pruners (Ray's trial schedulers): asha (default), hyperband, median,
+none; all use our own `epoch` as their time attribute. The dataset reaches every
+trial through Ray's object store, put there once. Tracking is not this module's
+business: the caller passes Tune callbacks (the CLI passes MLflow's).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,15 +30,17 @@ import pandas as pd
 import ray
 from ray import tune
 
-from fer_tune.config import SpaceFile
-from fer_tune.data import FerDataset, load_dataset
+from fer_tune.core.checkpoint import load_checkpoint
+from fer_tune.core.config import GRID_KEY
+from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
-from fer_tune.results import RESULTS_DIR, TrialRecord, leaderboard_markdown, write_results
-from fer_tune.sampling import define_by_run, grid_points
-from fer_tune.tracking import NullTracker, Tracker
+from fer_tune.search.outcome import EPOCH, outcome_of
+from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
+from fer_tune.search.sampling import define_by_run, grid_points
+from fer_tune.search.space import SpaceFile
 from trainables import TRAINABLES
 
-TIME_ATTR = "epoch"  # schedulers count our epochs, not Ray's training_iteration
+TIME_ATTR = EPOCH  # pruners count our epochs, not Ray's training_iteration
 
 
 @dataclass
@@ -43,78 +49,58 @@ class Sweep:
     space: SpaceFile
     data: FerDataset
     trials: pd.DataFrame  # one row per trial (results/<name>/trials.csv)
+    records: list[TrialRecord]
     best: TrialRecord | None  # the best trial by the space's metric
-    result_grid: Any  # Ray's ResultGrid, for checkpoints
     out_dir: Path
     wall_seconds: float
-    registration: Any = None  # fer_tune.champion.Registration: the registered best model, when tracked
+    result_grid: Any  # Ray's ResultGrid, for checkpoints
+
+    def best_state(self) -> dict:
+        """The training state in the best trial's best checkpoint (by the space's metric)."""
+        if self.best is None:
+            raise FerTuneError(f"sweep {self.name}: no trial produced a score, so there is no best checkpoint")
+        result = next(r for r in self.result_grid if r.path == self.best.path)
+        checkpoint = result.get_best_checkpoint(self.space.metric, self.space.mode) or result.checkpoint
+        with checkpoint.as_directory() as folder:
+            return load_checkpoint(folder)
 
 
 def run_sweep(
     space: SpaceFile,
+    data: FerDataset,
     *,
     name: str | None = None,
-    data_source: str | None = None,
     address: str | None = None,
     resume: bool = False,
     storage: str | Path | None = None,
-    callbacks: list | None = None,
+    callbacks: Sequence[tune.Callback] = (),
     verbose: int = 1,
-    track: bool = True,
 ) -> Sweep:
-    """Run (or with `resume=True` continue) one sweep and write its results folder.
-
-    With `track`, every trial is logged to MLflow and the best model is registered (fer_tune.tracking).
-    """
+    """Run (or with `resume=True` continue) one sweep and write its results folder."""
     started = time.perf_counter()
-    storage = str(storage or RESULTS_DIR / "ray")
-    if "://" not in storage:  # a local or NFS path; URIs (s3://, gs://) go to Ray as they are
-        storage = str(Path(storage).resolve())
-    name = name or (latest_sweep(storage, space.name) if resume else None) or _new_name(space.name)
-    data = load_dataset(
-        data_source or space.data.source, n=space.data.n, seed=space.data.seed, val_fraction=space.data.val_fraction
-    )
+    storage = storage_path(storage)
+    name = name or sweep_name(space, storage, resume)
     # Per-epoch checkpoints with num_to_keep force frequent experiment snapshots; on local disk they
     # take milliseconds, so Ray's warning about them is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(address)
     trainable = tune.with_resources(
-        tune.with_parameters(TRAINABLES[space.trainable], data=data),  # one put into the object store
+        tune.with_parameters(TRAINABLES.get(space.trainable), data=data),  # one put into the object store
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
-    tracker = Tracker.for_sweep(space, name, data) if track else NullTracker()
-    callbacks = [TrialSummary(space), *tracker.callbacks()] + list(callbacks or [])
     if resume:
         path = f"{storage}/{name}"
         if not tune.Tuner.can_restore(path):
             raise FerTuneError(f"--resume: no interrupted sweep at {path}; start one without --resume")
         # Ray restores the callbacks pickled with the first run (ours look their MLflow runs up again
-        # by tag), so `callbacks` built above only take effect in new sweeps.
+        # by tag), so `callbacks` only take effect in new sweeps.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(space),
-            tune_config=tune.TuneConfig(
-                metric=space.metric,
-                mode=space.mode,
-                search_alg=build_searcher(space),
-                scheduler=build_scheduler(space),
-                num_samples=space.budget.num_samples,
-                max_concurrent_trials=space.budget.max_concurrent,
-                trial_dirname_creator=trial_dirname,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(storage),
-                callbacks=callbacks,
-                verbose=verbose,
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1,  # the best one; Ray also always keeps the latest, for resuming
-                    checkpoint_score_attribute=space.metric,
-                    checkpoint_score_order=space.mode,
-                ),
-            ),
+            tune_config=_tune_config(space),
+            run_config=_run_config(space, name, storage, [TrialSummary(space), *callbacks], verbose),
         )
     result_grid = tuner.fit()
     if _interrupted(result_grid, space):
@@ -125,9 +111,33 @@ def run_sweep(
     out_dir = RESULTS_DIR / name
     trials = write_results(out_dir, records, space, data.summary())
     best = _best(records, space)
-    sweep = Sweep(name, space, data, trials, best, result_grid, out_dir, time.perf_counter() - started)
-    sweep.registration = tracker.finish(sweep)
-    return sweep
+    return Sweep(name, space, data, trials, records, best, out_dir, time.perf_counter() - started, result_grid)
+
+
+def _tune_config(space: SpaceFile) -> tune.TuneConfig:
+    return tune.TuneConfig(
+        metric=space.metric,
+        mode=space.mode,
+        search_alg=build_searcher(space),
+        scheduler=build_pruner(space),
+        num_samples=space.budget.num_samples,
+        max_concurrent_trials=space.budget.max_concurrent,
+        trial_dirname_creator=trial_dirname,
+    )
+
+
+def _run_config(space: SpaceFile, name: str, storage: str, callbacks: list, verbose: int) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        callbacks=callbacks,
+        verbose=verbose,
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1,  # the best one; Ray also always keeps the latest, for resuming
+            checkpoint_score_attribute=space.metric,
+            checkpoint_score_order=space.mode,
+        ),
+    )
 
 
 def build_searcher(space: SpaceFile):
@@ -147,10 +157,11 @@ def build_searcher(space: SpaceFile):
     return OptunaSearch(space=define_by_run(space), metric=space.metric, mode=space.mode, sampler=sampler)
 
 
-def build_scheduler(space: SpaceFile):
+def build_pruner(space: SpaceFile):
+    """Ray Tune's trial scheduler for the space's `pruner:`."""
     from ray.tune import schedulers
 
-    config = space.scheduler
+    config = space.pruner
     max_t = space.budget.max_epochs
     if config.name == "asha":
         grace = min(config.grace_period, max_t)
@@ -158,9 +169,7 @@ def build_scheduler(space: SpaceFile):
             time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=config.reduction_factor
         )
     if config.name == "hyperband":
-        return schedulers.HyperBandScheduler(
-            time_attr=TIME_ATTR, max_t=max_t, reduction_factor=config.reduction_factor
-        )
+        return schedulers.HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_t, reduction_factor=config.reduction_factor)
     if config.name == "median":
         return schedulers.MedianStoppingRule(time_attr=TIME_ATTR, grace_period=config.grace_period)
     return schedulers.FIFOScheduler()
@@ -168,7 +177,7 @@ def build_scheduler(space: SpaceFile):
 
 def _param_space(space: SpaceFile) -> dict:
     if space.search.algorithm == "grid":
-        return {"point": tune.grid_search(grid_points(space))}
+        return {GRID_KEY: tune.grid_search(grid_points(space))}
     return {}  # Optuna's define-by-run function is the space
 
 
@@ -183,6 +192,17 @@ def init_ray(address: str | None) -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
 
 
+def storage_path(storage: str | Path | None) -> str:
+    """Ray's storage: an absolute local path (default results/ray), or a URI (s3://, gs://) as given."""
+    storage = str(storage or RESULTS_DIR / "ray")
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def sweep_name(space: SpaceFile, storage: str, resume: bool) -> str:
+    """A new sweep's name (SPACE-DATE-TIME); with `resume`, the latest sweep of this space."""
+    return (latest_sweep(storage, space.name) if resume else None) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
 def latest_sweep(storage: Path | str, space_name: str) -> str | None:
     """The most recently started sweep of this space under `storage`, for --resume without --name."""
     folder = Path(storage)
@@ -193,10 +213,6 @@ def latest_sweep(storage: Path | str, space_name: str) -> str | None:
 def trial_dirname(trial) -> str:
     """Short trial folders (Ray's default embeds every parameter in the name)."""
     return f"{trial.trainable_name}_{trial.trial_id}"
-
-
-def _new_name(space_name: str) -> str:
-    return f"{space_name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def _interrupted(result_grid, space: SpaceFile) -> bool:
@@ -227,16 +243,12 @@ class TrialSummary(tune.Callback):
         self.metric, self.max_epochs = space.metric, space.budget.max_epochs
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        epochs = result.get(TIME_ATTR, 0)
-        outcome = "stopped early" if epochs < self.max_epochs else "completed"
-        value = result.get(self.metric)
+        value = (trial.last_result or {}).get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
-        print(f"[fer-tune] trial {trial.trial_id} {outcome} after {epochs} epochs: {self.metric} {shown}", flush=True)
+        print(
+            f"[fer-tune] trial {trial.trial_id} {outcome_of(trial, self.max_epochs).describe()}: {self.metric} {shown}",
+            flush=True,
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"[fer-tune] trial {trial.trial_id} failed: see {trial.local_path}/error.txt", flush=True)
-
-
-def print_leaderboard(sweep: Sweep, top: int = 10) -> None:
-    print(leaderboard_markdown(sweep.trials, sweep.space.metric, sweep.space.mode, top))

@@ -22,28 +22,24 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from mlflow.entities import Metric  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-
-from fer_tune.config import make_train_config  # noqa: E402
-from fer_tune.data.dataset import Split  # noqa: E402
-from fer_tune.serving import CARD_FILE, TORCHSCRIPT_FILE, Predictor, load_model, model_card  # noqa: E402
-from fer_tune.tracking import SweepRuns, fluent_tracking  # noqa: E402
-from fer_tune.training import build_model, confusion_matrix, per_class_scores  # noqa: E402
-from trainables.fer_cnn import STATE_FILE  # noqa: E402
+from fer_tune.core.classifier import Predictor, build_model
+from fer_tune.core.config import make_train_config
+from fer_tune.core.metrics import evaluate
+from fer_tune.data.dataset import Split
+from fer_tune.search.sweep import Sweep
+from fer_tune.tracking.card import CARD_FILE, INPUT, TORCHSCRIPT_FILE, model_card
+from fer_tune.tracking.report import plot_confusion, plot_learning_curves, plot_mistakes
+from fer_tune.tracking.runs import SweepRuns
+from fer_tune.tracking.store import download_model, fluent_tracking
 
 FLIP_TTA = True  # average each face with its mirror image when testing and in the registered model
 CHAMPION, CHALLENGER = "champion", "challenger"
-MISTAKES_SHOWN = 25  # the most confident mistakes, as a 5x5 grid
-INPUT = "float32 [N, 1, 48, 48], grayscale pixel values 0..255"
 
 
 @dataclass
@@ -74,16 +70,16 @@ class Registration:
         )
 
 
-def promote_best(sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Registration:
+def promote_best(sweep: Sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Registration:
     """Score the sweep's best checkpoint, log it in a nested champion run, register it and set its alias."""
     data, name = sweep.data, sweep.space.mlflow.register_as
-    state = best_state(sweep)
+    state = sweep.best_state()
     config = make_train_config(state["config"], where="best checkpoint")
     model = build_model(config, data.num_classes, data.mean, data.std)
     model.load_state_dict(state["model"])
     predictor = Predictor(model, flip_tta).eval()
     split_name, split = ("test", data.test) if data.test is not None else ("validation", data.validation)
-    scores = score(predictor, split, data.num_classes)
+    scores = evaluate(model, split, data.num_classes, flip_tta=flip_tta, keep_probabilities=True)
     meta = _metadata(sweep, state, config, scores, split_name, flip_tta)
 
     run_id = runs.child("champion", "champion", params=lambda: {"trial_id": sweep.best.trial_id, **config.model_dump()})
@@ -107,7 +103,7 @@ def promote_best(sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Registrat
     return Registration(name, version, alias, scores["accuracy"], split_name, run_id, rival)
 
 
-def log_evaluation(runs: SweepRuns, run_id: str, sweep, scores: dict, split: Split, meta: dict) -> None:
+def log_evaluation(runs: SweepRuns, run_id: str, sweep: Sweep, scores: dict, split: Split, meta: dict) -> None:
     """Test metrics, tags, plots and the model card into the champion run (test accuracy also on the parent)."""
     client, classes = runs.client, sweep.data.classes
     client.log_batch(run_id, metrics=_metrics(scores, classes))
@@ -149,29 +145,6 @@ def log_model(runs: SweepRuns, run_id: str, predictor: Predictor, split: Split, 
     return str(info.registered_model_version)
 
 
-def best_state(sweep) -> dict:
-    """The training state saved in the best trial's best checkpoint (by the space's metric)."""
-    space = sweep.space
-    result = next(r for r in sweep.result_grid if r.path == sweep.best.path)
-    checkpoint = result.get_best_checkpoint(space.metric, space.mode) or result.checkpoint
-    with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-
-
-@torch.no_grad()
-def score(predictor: Predictor, split: Split, num_classes: int, batch_size: int = 1024) -> dict:
-    """Accuracy, macro-F1, per-class scores and confusion matrix of `predictor` on `split`."""
-    probabilities = torch.cat([predictor(split.images[i : i + batch_size]) for i in range(0, len(split), batch_size)])
-    predictions = probabilities.argmax(1)
-    confusion = confusion_matrix(split.labels, predictions, num_classes)
-    return {
-        "accuracy": (predictions == split.labels).float().mean().item(),
-        **per_class_scores(confusion),
-        "confusion": confusion,
-        "probabilities": probabilities,
-    }
-
-
 def current_champion(runs: SweepRuns, name: str, data, split_name: str, split: Split) -> tuple[str, float] | None:
     """(version, accuracy on this data) of `name`@champion, or None where there is none yet."""
     try:
@@ -182,8 +155,12 @@ def current_champion(runs: SweepRuns, name: str, data, split_name: str, split: S
     if tags.get("data_fingerprint") == data.fingerprint() and tags.get("eval_split") == split_name:
         return str(current.version), float(tags["test_accuracy"])
     # Measured on other data: score it on ours. Compared by class name, so its class list may differ.
-    champion = load_model(f"models:/{name}/{current.version}", runs.uri)
-    predicted = np.array(champion.classes)[champion.predict(split.images.numpy()).argmax(1)]
+    with tempfile.TemporaryDirectory() as folder:
+        local = download_model(f"models:/{name}/{current.version}", runs.uri, folder)
+        champion = mlflow.pyfunc.load_model(local)
+    classes = np.array((champion.metadata.metadata or {})["classes"])
+    images = split.images.unsqueeze(1).float().numpy()  # the registered input: float pixel values 0..255
+    predicted = classes[np.asarray(champion.predict(images)).argmax(1)]
     return str(current.version), float((predicted == np.array(data.classes)[split.labels.numpy()]).mean())
 
 
@@ -201,7 +178,7 @@ def _metrics(scores: dict, classes) -> list[Metric]:
     return [Metric(key, float(value), 0, 0) for key, value in values.items()]
 
 
-def _metadata(sweep, state: dict, config, scores: dict, split_name: str, flip_tta: bool) -> dict:
+def _metadata(sweep: Sweep, state: dict, config, scores: dict, split_name: str, flip_tta: bool) -> dict:
     """What the MLmodel file records about the model: read back by the model card and `predict`."""
     data = sweep.data
     per_class = {
@@ -225,53 +202,3 @@ def _metadata(sweep, state: dict, config, scores: dict, split_name: str, flip_tt
         "train_config": config.model_dump(),
         "torchscript": f"extra_files/{TORCHSCRIPT_FILE}",
     }
-
-
-def plot_confusion(confusion: torch.Tensor, classes, out: Path) -> None:
-    """Rows: true class, columns: predicted; colour is the row share, the number the count."""
-    counts = confusion.numpy()
-    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for (row, col), count in np.ndenumerate(counts):
-        ax.text(col, row, str(count), ha="center", va="center", color="white" if shares[row, col] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def plot_mistakes(split: Split, probabilities: torch.Tensor, classes, out: Path) -> None:
-    """The most confident mistakes: each image with its true and predicted class."""
-    confidence, predictions = probabilities.max(1)
-    wrong = (predictions != split.labels).nonzero().flatten()
-    shown = wrong[confidence[wrong].argsort(descending=True)][:MISTAKES_SHOWN].tolist()
-    fig, axes = plt.subplots(5, 5, figsize=(7.5, 8.5))
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, shown):
-        ax.imshow(split.images[i].numpy(), cmap="gray", vmin=0, vmax=255)
-        true, predicted = classes[int(split.labels[i])], classes[int(predictions[i])]
-        ax.set_title(f"{true} → {predicted}\n{confidence[i].item():.2f}", fontsize=8)
-    fig.suptitle(f"most confident mistakes ({len(wrong)} of {len(split)} wrong): true → predicted")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def plot_learning_curves(curve: pd.DataFrame, checkpoint_epoch: int, out: Path) -> None:
-    """Loss and accuracy per epoch of the best trial; the dashed line marks the registered checkpoint."""
-    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, kind in ((loss, "loss"), (accuracy, "accuracy")):
-        for split in ("train", "val"):
-            if f"{split}_{kind}" in curve:
-                ax.plot(curve["epoch"], curve[f"{split}_{kind}"], marker=".", label=split)
-        ax.axvline(checkpoint_epoch, color="gray", linestyle="--", linewidth=1)
-        ax.set(xlabel="epoch", title=kind)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)

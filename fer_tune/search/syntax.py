@@ -18,15 +18,51 @@ learning rate is reported at load with its key path.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from fer_tune.config import DISTRIBUTIONS, Param, TrainConfig, format_validation_error
+from fer_tune.core.config import Strict, TrainConfig, format_validation_error
 from fer_tune.errors import FerTuneError
 
 RANGES = ("uniform", "loguniform", "randint")
 OPTIONS = ("choice", "grid")
+DISTRIBUTIONS = OPTIONS + RANGES
+
+
+class Param(Strict):
+    """One parameter of the space: a fixed value, or a distribution with an optional condition.
+
+    YAML forms: `lr: 0.001` (fixed), `lr: {loguniform: [1e-4, 1e-2]}`,
+    `T_0: {choice: [1, 2], when: {scheduler: cos_warm}}`, `epochs: {randint: [5, 20], q: 5}`.
+    """
+
+    name: str
+    kind: Literal["fixed", "choice", "grid", "uniform", "loguniform", "randint"]
+    values: tuple[Any, ...]  # fixed: (value,); choice/grid: the options; ranges: (low, high)
+    q: float | None = None  # quantization step for ranges
+    when: dict[str, tuple[Any, ...]] = {}  # condition: every named parameter takes one of these values
+    default: Any = None  # the value `fer-tune train` uses
+
+    def is_active(self, point: dict[str, Any]) -> bool:
+        return all(point.get(key) in allowed for key, allowed in self.when.items())
+
+    def default_value(self) -> Any:
+        if self.default is not None:
+            return self.default
+        if self.kind in ("fixed",) + OPTIONS:
+            return self.values[0]
+        low, high = self.values
+        mid = math.sqrt(low * high) if self.kind == "loguniform" else (low + high) / 2
+        if self.q:
+            mid = quantize(mid, self.q)
+        return int(round(mid)) if self.kind == "randint" else mid
+
+
+def quantize(value: float, step: float) -> float:
+    """`value` rounded to a multiple of `step`, without float residue (0.30000000000000004 -> 0.3)."""
+    return round(round(value / step) * step, 12)
 
 
 def parse_space(raw: Any, where: str) -> tuple[Param, ...]:
@@ -56,9 +92,7 @@ def _parse_param(name: str, spec: Any, where: str, key: str) -> Param:
         allowed = ", ".join(DISTRIBUTIONS + ("q", "when", "default"))
         raise FerTuneError(f"{where}: {key}: unknown key {sorted(unknown)[0]!r}; expected one of: {allowed}")
     if len(kinds) != 1:
-        raise FerTuneError(
-            f"{where}: {key}: expected exactly one of {', '.join(DISTRIBUTIONS)}, got {kinds or 'none'}"
-        )
+        raise FerTuneError(f"{where}: {key}: expected exactly one of {', '.join(DISTRIBUTIONS)}, got {kinds or 'none'}")
     kind = kinds[0]
     values = spec[kind]
     if not isinstance(values, list):
@@ -70,7 +104,9 @@ def _parse_param(name: str, spec: Any, where: str, key: str) -> Param:
     when = _parse_when(spec.get("when"), where, f"{key}.when")
     q = spec.get("q")
     if q is not None and (kind not in RANGES or not isinstance(q, (int, float)) or q <= 0):
-        raise FerTuneError(f"{where}: {key}.q: expected a positive step on a uniform/loguniform/randint range, got {q!r}")
+        raise FerTuneError(
+            f"{where}: {key}.q: expected a positive step on a uniform/loguniform/randint range, got {q!r}"
+        )
     param = Param(name=name, kind=kind, values=tuple(values), q=q, when=when, default=spec.get("default"))
     if param.default is not None and kind in OPTIONS and param.default not in values:
         raise FerTuneError(f"{where}: {key}.default: {param.default!r} is not one of {values}")

@@ -1,4 +1,4 @@
-"""The MLflow side of the CLI: `fer-tune ui`, `fer-tune models list|download`, `fer-tune predict`.
+"""The registry side of the CLI: `fer-tune ui`, `fer-tune models list|download`, `fer-tune predict`.
 
     fer-tune ui                                            # the MLflow UI on http://127.0.0.1:5000
     fer-tune models list                                   # versions, aliases, test accuracy
@@ -6,8 +6,8 @@
     fer-tune predict --model models:/fer-emotion@champion face.jpg --detect-faces
 
 Each command reads the store at --tracking-uri, else MLFLOW_TRACKING_URI, else
-sqlite:///results/mlflow.db (where `fer-tune run` tracks by default). Like cli.py, this
-module imports only the standard library at the top so `fer-tune --help` stays instant.
+sqlite:///results/mlflow.db (where `fer-tune run` tracks by default). Like every command
+module, this one imports only the standard library at the top so `fer-tune --help` stays instant.
 """
 
 from __future__ import annotations
@@ -49,25 +49,29 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="print the emotion and class probabilities of each image")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files of any size and mode")
     predict.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI or folder (default {DEFAULT_MODEL})")
-    predict.add_argument("--detect-faces", action="store_true", help="crop the largest face first (OpenCV Haar cascade)")
+    predict.add_argument(
+        "--detect-faces", action="store_true", help="crop the largest face first (OpenCV Haar cascade)"
+    )
     _store_option(predict)
     predict.set_defaults(handler=cmd_predict)
 
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db)"
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db)",
     )
 
 
 def _store(args) -> str:
-    from fer_tune.tracking import tracking_uri
+    from fer_tune.tracking.store import tracking_uri
 
     return args.tracking_uri or tracking_uri()
 
 
 def cmd_ui(args) -> int:
-    from fer_tune.tracking import artifacts_dir
+    from fer_tune.tracking.store import artifacts_dir
 
     uri = _store(args)
     if uri.startswith(("http://", "https://")):
@@ -102,7 +106,8 @@ def cmd_models_list(args) -> int:
         aliases: dict[str, list[str]] = {}
         for alias, version in model.aliases.items():
             aliases.setdefault(str(version), []).append(alias)
-        versions = _ask(uri, lambda: client.search_model_versions(f"name = '{model.name}'"))
+        query = f"name = '{model.name}'"
+        versions = _ask(uri, lambda: client.search_model_versions(query))  # noqa: B023 (called at once)
         rows = [
             {
                 "version": int(v.version),
@@ -122,7 +127,8 @@ def cmd_models_list(args) -> int:
 def cmd_models_download(args) -> int:
     from mlflow.models import Model
 
-    from fer_tune.serving import CARD_FILE, MLMODEL_FOLDER, TORCHSCRIPT_FILE, fetch_model, model_card
+    from fer_tune.serving.model import fetch_model
+    from fer_tune.tracking.card import CARD_FILE, MLMODEL_FOLDER, TORCHSCRIPT_FILE, model_card
 
     target = args.to / MLMODEL_FOLDER
     if target.exists() and not (target / "MLmodel").is_file():
@@ -146,7 +152,8 @@ def cmd_models_download(args) -> int:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from fer_tune.serving import load_image, load_model
+    from fer_tune.serving.images import load_image
+    from fer_tune.serving.model import load_model
 
     faces, notes = zip(*(load_image(path, args.detect_faces) for path in args.images))  # bad files fail first
     model = load_model(args.model, args.tracking_uri)

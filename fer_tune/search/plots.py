@@ -27,7 +27,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, out: Path) -> None:
 def plot_by_parameter(trials: pd.DataFrame, params: list[str], metric: str, out: Path) -> None:
     """The best metric of each trial against each searched parameter."""
     best = f"best_{metric}"
-    params = [p for p in params if p in trials and trials[p].notna().any()] or ["epochs"]
+    params = [p for p in params if p in trials and trials[p].notna().any()] or ["epochs_run"]
     columns = min(3, len(params))
     rows = -(-len(params) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)

@@ -4,7 +4,7 @@ Every model maps a normalized float tensor [B, 1, 48, 48] to logits [B, num_clas
 works with `model.to(memory_format=torch.channels_last)` and under bf16 autocast.
 
     >>> import torch
-    >>> from fer_tune.models import create_model, list_models
+    >>> from fer_tune.core.models import create_model, list_models
     >>> model = create_model("model3", kernel_size=3, padding=1, dropout=0.5)
     >>> model(torch.zeros(2, 1, 48, 48)).shape
     torch.Size([2, 7])
@@ -56,13 +56,28 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-def create_model(name: str, *, num_classes: int = NUM_CLASSES, kernel_size: int = 3,
-                 padding: int = 1, dropout: float = 0.0, width: float = 1.0,
-                 pretrained: bool = False, freeze_depth: int = 0) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    num_classes: int = NUM_CLASSES,
+    kernel_size: int = 3,
+    padding: int = 1,
+    dropout: float = 0.0,
+    width: float = 1.0,
+    pretrained: bool = False,
+    freeze_depth: int = 0,
+) -> nn.Module:
     """Build the registered model `name`; unknown names raise FerTuneError listing them."""
     builder = MODELS.get(name)
-    return builder(num_classes=num_classes, kernel_size=kernel_size, padding=padding,
-                   dropout=dropout, width=width, pretrained=pretrained, freeze_depth=freeze_depth)
+    return builder(
+        num_classes=num_classes,
+        kernel_size=kernel_size,
+        padding=padding,
+        dropout=dropout,
+        width=width,
+        pretrained=pretrained,
+        freeze_depth=freeze_depth,
+    )
 
 
 @dataclass(frozen=True)
@@ -79,39 +94,50 @@ class Knobs:
 
     def __post_init__(self):
         checks = [
-            ("num_classes", isinstance(self.num_classes, int) and self.num_classes >= 1,
-             "an integer >= 1"),
-            ("kernel_size", self.kernel_size in KERNEL_SIZES and isinstance(self.kernel_size, int),
-             f"one of {KERNEL_SIZES}"),
-            ("padding", self.padding in PADDINGS and isinstance(self.padding, int),
-             f"one of {PADDINGS}"),
-            ("dropout", isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
-             "a number in [0, 1)"),
+            ("num_classes", isinstance(self.num_classes, int) and self.num_classes >= 1, "an integer >= 1"),
+            (
+                "kernel_size",
+                self.kernel_size in KERNEL_SIZES and isinstance(self.kernel_size, int),
+                f"one of {KERNEL_SIZES}",
+            ),
+            ("padding", self.padding in PADDINGS and isinstance(self.padding, int), f"one of {PADDINGS}"),
+            ("dropout", isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1, "a number in [0, 1)"),
             ("width", isinstance(self.width, (int, float)) and self.width > 0, "a number > 0"),
-            ("freeze_depth", isinstance(self.freeze_depth, int)
-             and 0 <= self.freeze_depth <= MAX_FREEZE_DEPTH,
-             f"an integer in 0..{MAX_FREEZE_DEPTH}"),
+            (
+                "freeze_depth",
+                isinstance(self.freeze_depth, int) and 0 <= self.freeze_depth <= MAX_FREEZE_DEPTH,
+                f"an integer in 0..{MAX_FREEZE_DEPTH}",
+            ),
         ]
         for arg, ok, allowed in checks:
             if not ok:
-                raise FerTuneError(f"model argument {arg}={getattr(self, arg)!r} is invalid; "
-                                   f"expected {allowed}")
+                raise FerTuneError(f"model argument {arg}={getattr(self, arg)!r} is invalid; expected {allowed}")
 
     def ch(self, n: int) -> int:
         """A channel count or hidden width scaled by `width`."""
         return max(1, round(n * self.width))
 
-    def no_transfer(self, name: str) -> "Knobs":
+    def no_transfer(self, name: str) -> Knobs:
         """Reject the ResNet-only knobs for a model trained from scratch."""
         if self.pretrained or self.freeze_depth:
-            raise FerTuneError(f"model {name!r} has no pretrained weights: pretrained and "
-                               f"freeze_depth apply to resnet18/resnet34 only (got pretrained="
-                               f"{self.pretrained}, freeze_depth={self.freeze_depth})")
+            raise FerTuneError(
+                f"model {name!r} has no pretrained weights: pretrained and "
+                f"freeze_depth apply to resnet18/resnet34 only (got pretrained="
+                f"{self.pretrained}, freeze_depth={self.freeze_depth})"
+            )
         return self
 
 
-def conv_block(c_in: int, c_out: int, kernel_size: int, padding: int, *, batch_norm: bool = False,
-               pool: bool = False, dropout: float = 0.0) -> list[nn.Module]:
+def conv_block(
+    c_in: int,
+    c_out: int,
+    kernel_size: int,
+    padding: int,
+    *,
+    batch_norm: bool = False,
+    pool: bool = False,
+    dropout: float = 0.0,
+) -> list[nn.Module]:
     """conv -> [BN] -> ReLU -> [2x2 max-pool] -> [dropout], as a list of layers."""
     # A conv bias right before BatchNorm is cancelled by the mean subtraction: it would
     # only add a parameter whose gradient is always zero.
@@ -126,8 +152,15 @@ def conv_block(c_in: int, c_out: int, kernel_size: int, padding: int, *, batch_n
     return layers
 
 
-def mlp_head(n_in: int, hidden: list[int], num_classes: int, *, hidden_dropout: float = 0.0,
-             last_dropout: float = 0.0, batch_norm: bool = False) -> list[nn.Module]:
+def mlp_head(
+    n_in: int,
+    hidden: list[int],
+    num_classes: int,
+    *,
+    hidden_dropout: float = 0.0,
+    last_dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> list[nn.Module]:
     """Linear -> [BN] -> ReLU -> [dropout] per hidden width, then [dropout] -> Linear."""
     layers: list[nn.Module] = []
     for n_out in hidden:
@@ -152,8 +185,7 @@ def _flat_size(features: nn.Module) -> int:
         with torch.no_grad():
             out = features(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
     except RuntimeError as err:
-        raise FerTuneError(f"a {IMAGE_SIZE}x{IMAGE_SIZE} image shrinks to nothing in this "
-                           f"model: {err}") from None
+        raise FerTuneError(f"a {IMAGE_SIZE}x{IMAGE_SIZE} image shrinks to nothing in this model: {err}") from None
     finally:
         features.train(was_training)
     return out[0].numel()
@@ -162,13 +194,28 @@ def _flat_size(features: nn.Module) -> int:
 class ConvNet(nn.Module):
     """features -> flatten -> MLP classifier, sized from a dummy forward pass."""
 
-    def __init__(self, features: list[nn.Module], hidden: list[int], num_classes: int, *,
-                 hidden_dropout: float = 0.0, last_dropout: float = 0.0, batch_norm: bool = False):
+    def __init__(
+        self,
+        features: list[nn.Module],
+        hidden: list[int],
+        num_classes: int,
+        *,
+        hidden_dropout: float = 0.0,
+        last_dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
         super().__init__()
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(*mlp_head(
-            _flat_size(self.features), hidden, num_classes, hidden_dropout=hidden_dropout,
-            last_dropout=last_dropout, batch_norm=batch_norm))
+        self.classifier = nn.Sequential(
+            *mlp_head(
+                _flat_size(self.features),
+                hidden,
+                num_classes,
+                hidden_dropout=hidden_dropout,
+                last_dropout=last_dropout,
+                batch_norm=batch_norm,
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
@@ -206,8 +253,9 @@ def model2(**kw) -> nn.Module:
     FER_Experiments.ipynb; no dropout there, so dropout > 0 goes before the classifier.
     1.5M params."""
     k = Knobs(**kw).no_transfer("model2")
-    return ConvNet(_tandon_pairs(k, (32, 64, 128), dropout=0.0), [k.ch(1024), k.ch(1024)],
-                   k.num_classes, last_dropout=k.dropout)
+    return ConvNet(
+        _tandon_pairs(k, (32, 64, 128), dropout=0.0), [k.ch(1024), k.ch(1024)], k.num_classes, last_dropout=k.dropout
+    )
 
 
 @register_model
@@ -217,8 +265,12 @@ def model3(**kw) -> nn.Module:
     classes. Found code: FER_basic_model3 / FER_basic_model3_new in FER_Experiments.ipynb,
     which used dropout 0.5 at all five places. 1.4M params."""
     k = Knobs(**kw).no_transfer("model3")
-    return ConvNet(_tandon_pairs(k, (64, 128, 256), dropout=k.dropout), [k.ch(512), k.ch(256)],
-                   k.num_classes, hidden_dropout=k.dropout)
+    return ConvNet(
+        _tandon_pairs(k, (64, 128, 256), dropout=k.dropout),
+        [k.ch(512), k.ch(256)],
+        k.num_classes,
+        hidden_dropout=k.dropout,
+    )
 
 
 @register_model
@@ -228,9 +280,9 @@ def shallow(**kw) -> nn.Module:
     Our reading of the paper's text (no code published); the paper names no FC dropout.
     Only one pool, so the 24x24x64 map makes the FC layer big: 18.9M params."""
     k = Knobs(**kw).no_transfer("shallow")
-    layers = (conv_block(1, k.ch(32), k.kernel_size, k.padding, batch_norm=True, dropout=k.dropout)
-              + conv_block(k.ch(32), k.ch(64), k.kernel_size, k.padding, batch_norm=True,
-                           pool=True, dropout=k.dropout))
+    layers = conv_block(1, k.ch(32), k.kernel_size, k.padding, batch_norm=True, dropout=k.dropout) + conv_block(
+        k.ch(32), k.ch(64), k.kernel_size, k.padding, batch_norm=True, pool=True, dropout=k.dropout
+    )
     return ConvNet(layers, [k.ch(512)], k.num_classes)
 
 
@@ -243,17 +295,18 @@ def deep(**kw) -> nn.Module:
     kernel/padding knob. 4.5M params."""
     k = Knobs(**kw).no_transfer("deep")
     bn = dict(batch_norm=True, pool=True, dropout=k.dropout)
-    layers = (conv_block(1, k.ch(64), k.kernel_size, k.padding, **bn)
-              + conv_block(k.ch(64), k.ch(128), 5, 2, **bn)
-              + conv_block(k.ch(128), k.ch(512), k.kernel_size, k.padding, **bn)
-              + conv_block(k.ch(512), k.ch(512), k.kernel_size, k.padding, **bn))
-    return ConvNet(layers, [k.ch(256), k.ch(512)], k.num_classes, hidden_dropout=k.dropout,
-                   batch_norm=True)
+    layers = (
+        conv_block(1, k.ch(64), k.kernel_size, k.padding, **bn)
+        + conv_block(k.ch(64), k.ch(128), 5, 2, **bn)
+        + conv_block(k.ch(128), k.ch(512), k.kernel_size, k.padding, **bn)
+        + conv_block(k.ch(512), k.ch(512), k.kernel_size, k.padding, **bn)
+    )
+    return ConvNet(layers, [k.ch(256), k.ch(512)], k.num_classes, hidden_dropout=k.dropout, batch_norm=True)
 
 
 @register_model
 def custom6(**kw) -> nn.Module:
-    """Seed 002's custom CNN: convs 32, 64 | pool | 128, 128 | pool | 64, 32 | pool (ReLU after
+    """Tynasello's custom CNN: convs 32, 64 | pool | 128, 128 | pool | 64, 32 | pool (ReLU after
     each), MLP -> 512 -> 64 -> classes with dropout after both hidden layers. Found code:
     CustomModel in Tynasello/facial-expression-classification src/models/models.py (3x3
     convs, dropout 0.5, RGB input; its first conv is unpadded, here all six take the
@@ -289,9 +342,11 @@ def _imagenet_state_dict(name: str, weights: torchvision.models.WeightsEnum) -> 
         return weights.get_state_dict(progress=False)
     except Exception as err:  # no network, bad cache file, hash mismatch: all mean the same
         cache = f"{torch.hub.get_dir()}/checkpoints/{weights.url.rsplit('/', 1)[-1]}"
-        raise FerTuneError(f"could not load ImageNet weights for {name}: {err}; train with "
-                           f"pretrained: false or place the weights in the torch hub cache "
-                           f"({cache})") from None
+        raise FerTuneError(
+            f"could not load ImageNet weights for {name}: {err}; train with "
+            f"pretrained: false or place the weights in the torch hub cache "
+            f"({cache})"
+        ) from None
 
 
 def _gray_stem(rgb: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -303,8 +358,9 @@ def _gray_stem(rgb: torch.Tensor, kernel_size: int) -> torch.Tensor:
     edges = torch.linspace(0, n, kernel_size + 1)
     pixels = torch.arange(n)
     # overlap[i, j]: length shared by output tap i (width n/k) and input tap j (width 1)
-    overlap = (torch.minimum(edges[1:, None], pixels + 1.0)
-               - torch.maximum(edges[:-1, None], pixels.float())).clamp(min=0)
+    overlap = (torch.minimum(edges[1:, None], pixels + 1.0) - torch.maximum(edges[:-1, None], pixels.float())).clamp(
+        min=0
+    )
     return overlap @ gray @ overlap.T
 
 
@@ -321,10 +377,14 @@ def _resnet(name: str, k: Knobs) -> nn.Module:
     mode. width cannot be applied: torchvision's block widths are fixed.
     """
     if k.width != 1.0:
-        raise FerTuneError(f"model argument width={k.width!r} is invalid for {name}: "
-                           "torchvision's ResNet widths are fixed; use width 1.0")
-    build, weights = {"resnet18": (torchvision.models.resnet18, "ResNet18_Weights"),
-                      "resnet34": (torchvision.models.resnet34, "ResNet34_Weights")}[name]
+        raise FerTuneError(
+            f"model argument width={k.width!r} is invalid for {name}: "
+            "torchvision's ResNet widths are fixed; use width 1.0"
+        )
+    build, weights = {
+        "resnet18": (torchvision.models.resnet18, "ResNet18_Weights"),
+        "resnet34": (torchvision.models.resnet34, "ResNet34_Weights"),
+    }[name]
     model = build(weights=None)
     if k.pretrained:
         imagenet = getattr(torchvision.models, weights).IMAGENET1K_V1
@@ -337,7 +397,7 @@ def _resnet(name: str, k: Knobs) -> nn.Module:
     model.maxpool = nn.Identity()
     fc = nn.Linear(model.fc.in_features, k.num_classes)
     model.fc = nn.Sequential(nn.Dropout(k.dropout), fc) if k.dropout > 0 else fc
-    frozen = RESNET_FREEZE_ORDER[:k.freeze_depth + 1] if k.freeze_depth else ()
+    frozen = RESNET_FREEZE_ORDER[: k.freeze_depth + 1] if k.freeze_depth else ()
     for param_name, param in model.named_parameters():
         if param_name.split(".")[0] in frozen:
             param.requires_grad_(False)

@@ -1,0 +1,44 @@
+"""The `fer-tune` command: parse arguments, dispatch to a command module.
+
+Only argparse is imported at module level (here and in the command modules): torch, ray
+and mlflow are imported inside the commands, so `fer-tune --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fer_tune.cli import data, models, sweep
+from fer_tune.errors import FerTuneError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except FerTuneError as err:
+        print(f"fer-tune: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fer-tune: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fer-tune", description="Hyperparameter search for facial-emotion-recognition CNNs."
+    )
+    commands = parser.add_subparsers(metavar="COMMAND")
+    data.add_commands(commands)  # data synth|inspect, train
+    sweep.add_commands(commands)  # run, results
+    models.add_commands(commands)  # ui, models list|download, predict
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""`TrainConfig`: every hyperparameter of one training run, validated.
+
+One config object flows from the search-space YAML (fer_tune.search.space) through the
+sampler and Ray Tune into the trial, and is logged whole with every trial, so any trial
+can be re-run from its record alone. Errors are one line naming the key, the bad value
+and the valid ones.
+
+    config = make_train_config({"model": "vgg", "lr": 3e-4})
+    config.resolved_padding
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from fer_tune.core import augment, models, optim
+from fer_tune.errors import FerTuneError
+
+# Grid sweeps hand each enumerated point to the trial nested under this key (Ray's grid_search
+# enumerates one value: the whole point); samplers hand the point over flat.
+GRID_KEY = "point"
+
+REGISTRIES = {
+    "model": models.MODELS,
+    "augmentation": augment.AUGMENTATIONS,
+    "optimizer": optim.OPTIMIZERS,
+    "scheduler": optim.SCHEDULERS,
+}
+
+
+class Strict(BaseModel):
+    # protected_namespaces=(): our field `model` would otherwise clash with pydantic's `model_` prefix.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+
+class TrainConfig(Strict):
+    """Every hyperparameter of one training run. The defaults train a good model3."""
+
+    # architecture
+    model: str = "model3"
+    kernel_size: Literal[2, 3] = 3  # Tandon 2020: 3x3 beat 2x2 by ~3 points
+    padding: Literal[0, 1, "auto"] = 1  # auto = (kernel_size - 1) // 2: Tandon 2020's 2x2/pad 0 and 3x3/pad 1 pairs
+    dropout: float = Field(0.25, ge=0, lt=1)
+    width: float = Field(1.0, gt=0)  # channel multiplier
+    pretrained: bool = False  # ImageNet weights, ResNets only
+    freeze_depth: int = Field(0, ge=0)  # ResNets only: freeze the stem and the first stages
+    # data and augmentation
+    augmentation: str = "trans4"  # Tandon 2020's best strategy at 60 epochs
+    mixup_alpha: float = Field(0.0, ge=0)  # 0 disables mixup
+    batch_size: int = Field(64, ge=1)
+    # loss
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: bool = False  # inverse-frequency weights; FER2013's disgust is 1/16 of happy
+    # optimization
+    optimizer: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD (always Nesterov) only
+    scheduler: str = "plateau"  # the LR schedule (a sweep's early stopping is its `pruner:`)
+    plateau_factor: float = Field(0.1, gt=0, lt=1)  # Tandon 2020: x0.1 when val loss stalls
+    plateau_patience: int = Field(10, ge=0)  # epochs
+    step_size: int = Field(20, ge=1)  # StepLR: epochs between decays (Tandon 2020: 20)
+    gamma: float = Field(0.1, gt=0, le=1)  # StepLR decay
+    T_0: int = Field(2, ge=1)  # cos_warm: epochs to the first restart (Tandon 2020's best: 2)
+    T_mult: int = Field(10, ge=1)  # cos_warm: cycle growth factor (Tandon 2020's best: 10)
+    epochs: int = Field(10, ge=1)
+    # reproducibility and hardware
+    seed: int = 0
+    device: str = "auto"  # auto = cuda if available, else cpu
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the model (CUDA; compile time pays off on long runs)
+    eval_batch_size: int = Field(1024, ge=1)
+
+    @property
+    def resolved_padding(self) -> int:
+        return (self.kernel_size - 1) // 2 if self.padding == "auto" else self.padding
+
+    @field_validator("model", "augmentation", "optimizer", "scheduler")
+    @classmethod
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            REGISTRIES[info.field_name].get(value)
+        except FerTuneError as err:  # as ValueError, pydantic adds the key path to the message
+            raise ValueError(str(err)) from None
+        return value
+
+
+def trial_point(trial_config: dict[str, Any]) -> dict[str, Any]:
+    """The flat point of the space inside a trial's config (the one place the grid envelope is opened)."""
+    return trial_config.get(GRID_KEY, trial_config)
+
+
+def make_train_config(point: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Validate a point (flat, or a trial's grid envelope) into a TrainConfig; else a one-line FerTuneError."""
+    try:
+        return TrainConfig(**trial_point(point))
+    except ValidationError as err:
+        raise FerTuneError(f"{where}: {format_validation_error(err, TrainConfig)}") from None
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """The first pydantic error as 'key.path: what was wrong (got X; expected Y)'."""
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    path = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(model, first["loc"][:-1])
+        return f"{path}: unknown key; expected one of: {', '.join(valid)}"
+    message = first["msg"]
+    # Our own FerTuneError raised inside a validator arrives as "Value error, <message>".
+    message = message.removeprefix("Value error, ")
+    got = first.get("input")
+    if got is not None and not isinstance(got, dict) and repr(got) not in message:
+        message += f" (got {got!r})"
+    return f"{path}: {message}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return [name for name in model.model_fields if name != "path"]

@@ -1,0 +1,143 @@
+"""The search-space file: `SpaceFile`, read and validated by `load_space`.
+
+A search-space YAML names the data, the budget, the searcher, the pruner (the
+early-stopping rule) and the space; each sampled point of the space is a
+`TrainConfig` (fer_tune.core.config). Everything is validated at load: unknown keys,
+wrong types and unknown names are one-line errors naming the file, the key path, the
+bad value and the valid values.
+
+    space = load_space("search_spaces/quick.yaml")
+    config = space.default_point()          # a TrainConfig
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
+from fer_tune.errors import FerTuneError
+from fer_tune.search.syntax import Param, parse_space
+from trainables import TRAINABLES
+
+
+class DataConfig(Strict):
+    source: str = "synthetic"  # "synthetic", a FER2013 CSV, or an image folder
+    n: int = Field(30000, ge=70)  # synthetic only: number of images
+    seed: int = 0  # synthetic only: generator seed; also the validation carve seed
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # carved from train where a source has no validation split
+
+
+class SearchConfig(Strict):
+    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    seed: int | None = 0
+
+
+class PrunerConfig(Strict):
+    """Ray Tune's trial scheduler: which trials to stop early (the LR schedule is `space.scheduler`)."""
+
+    name: Literal["asha", "hyperband", "median", "none"] = "asha"
+    grace_period: int = Field(1, ge=1)  # epochs every trial gets before it can be stopped
+    reduction_factor: float = Field(3, gt=1)
+
+
+class BudgetConfig(Strict):
+    num_samples: int = Field(10, ge=1)  # trials (per grid point, for grid axes)
+    max_epochs: int = Field(10, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)  # None: as many as resources allow
+
+
+class ResourcesConfig(Strict):
+    cpu: float = Field(1, gt=0)  # per trial
+    gpu: float = Field(0, ge=0)  # per trial; fractions pack several trials on one GPU
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite:///results/mlflow.db
+    experiment: str | None = None  # default: the space's name
+    register_as: str = "fer-emotion"
+
+
+class SpaceFile(Strict):
+    """A whole search-space YAML file."""
+
+    name: str
+    data: DataConfig = DataConfig()
+    trainable: str = "fer_cnn"
+    metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    search: SearchConfig = SearchConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    budget: BudgetConfig = BudgetConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    space: tuple[Param, ...] = ()
+    path: str = "<memory>"  # where it was loaded from, for error messages
+
+    @field_validator("trainable")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        try:
+            TRAINABLES.get(value)
+        except FerTuneError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    def default_point(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """The space's default configuration (each parameter's default), with overrides applied."""
+        overrides = overrides or {}
+        point: dict[str, Any] = {"epochs": self.budget.max_epochs}
+        for param in self.space:  # file order: a condition only names parameters above it
+            if param.name in overrides:
+                point[param.name] = overrides[param.name]
+            elif param.is_active(point):
+                point[param.name] = param.default_value()
+        point.update(overrides)
+        return make_train_config(point, where=self.path)
+
+
+# Keys renamed since the first release: an old file gets a one-line pointer to the new name.
+RENAMED_KEYS = {
+    "scheduler": "the sweep's early-stopping rule is now `pruner:` (same fields: name, grace_period, "
+    "reduction_factor); the LR schedule stays `scheduler` inside `space:`",
+}
+
+
+def with_budget(space: SpaceFile, num_samples: int | None = None, max_epochs: int | None = None) -> SpaceFile:
+    """The space with command-line budget overrides applied (None keeps the file's value)."""
+    updates = {k: v for k, v in (("num_samples", num_samples), ("max_epochs", max_epochs)) if v is not None}
+    for key, value in updates.items():
+        if value < 1:
+            raise FerTuneError(f"--{key.replace('_', '-')} {value}: expected a positive integer")
+    return space.model_copy(update={"budget": space.budget.model_copy(update=updates)}) if updates else space
+
+
+def load_space(path: str | Path) -> SpaceFile:
+    """Read and validate a search-space YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FerTuneError(f"{path}: search-space file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise FerTuneError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise FerTuneError(f"{path}: expected a mapping of keys (data, budget, space, ...), got {type(raw).__name__}")
+    raw = dict(raw)
+    for old, hint in RENAMED_KEYS.items():
+        if old in raw:
+            raise FerTuneError(f"{path}: {old}: renamed; {hint}")
+    raw.setdefault("name", path.stem)
+    space = parse_space(raw.pop("space", None) or {}, where=str(path))
+    try:
+        spec = SpaceFile(**raw, space=space, path=str(path))
+    except ValidationError as err:
+        raise FerTuneError(f"{path}: {format_validation_error(err, SpaceFile)}") from None
+    spec.default_point()  # the default point must itself be a valid configuration
+    return spec

@@ -1,0 +1,81 @@
+"""The Tune callback that logs every trial of a sweep to MLflow, from the Ray driver.
+
+Each trial is a child run of the sweep's parent run (tags ray.trial_id and
+mlflow.parentRunId) holding the trial's full TrainConfig as params and its per-epoch
+metrics with step = epoch. It ends as `fer_tune.search.outcome` says: FINISHED (completed),
+KILLED (stopped early by the pruner; tag fer_tune.stopped_at_epoch is the rung) or FAILED
+(tag fer_tune.error). Why the driver: trials never touch the store, so concurrent trials
+never contend for one SQLite file and worker nodes need no route to the tracking server.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric
+from ray import tune
+
+from fer_tune.core.config import make_train_config, trial_point
+from fer_tune.errors import FerTuneError
+from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, outcome_of
+from fer_tune.search.results import CURVE_COLUMNS
+from fer_tune.tracking.runs import INTERRUPTED_TAG, SweepRuns
+
+METRICS = [c for c in CURVE_COLUMNS if c != "epoch"]  # logged per epoch, step = epoch
+
+
+class MlflowCallback(tune.Callback):
+    """Logs every trial of a sweep as a child run of the sweep's parent run (see the module docstring)."""
+
+    def __init__(self, runs: SweepRuns, max_epochs: int):
+        self.runs, self.max_epochs = runs, max_epochs
+        self.total_samples: int | None = None
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        self.total_samples = total_num_samples
+        self.runs.reopen(self.runs.parent())  # a resumed sweep continues in its first parent run
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.runs.reopen(self._child(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        step, now = int(result.get(EPOCH, 0)), int(time.time() * 1000)
+        metrics = [Metric(key, float(result[key]), now, step) for key in METRICS if key in result]
+        self.runs.client.log_batch(self._child(trial), metrics=metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        outcome = outcome_of(trial, self.max_epochs)
+        tags = {"fer_tune.stopped_at_epoch": outcome.epochs} if outcome.status == STOPPED else {}
+        self.runs.end(self._child(trial), outcome.mlflow_status, **tags)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        # Ray writes error.txt beside the driver first and syncs it to storage later, so read it there.
+        local = Path(trial.error_file) if trial.error_file else None
+        text = (local.read_text() if local and local.is_file() else trial.get_error() or "unknown error").strip()
+        outcome = outcome_of(trial, self.max_epochs, error=text)
+        assert outcome.status == FAILED
+        run_id = self._child(trial)
+        self.runs.client.log_text(run_id, text, "error.txt")
+        self.runs.end(run_id, outcome.mlflow_status, **{"fer_tune.error": outcome.reason})
+
+    def on_experiment_end(self, trials, **info):
+        """Mark runs cut off by Ctrl+C as KILLED and interrupted; --resume reopens them."""
+        cut_off = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        for trial in cut_off:
+            self.runs.end(self._child(trial), "KILLED", **{INTERRUPTED_TAG: "true"})
+        if cut_off or len(trials) < (self.total_samples or 0):
+            self.runs.end(self.runs.parent(), "KILLED", **{INTERRUPTED_TAG: "true"})
+        else:
+            self.runs.end(self.runs.parent(), "FINISHED")
+
+    def _child(self, trial) -> str:
+        return self.runs.child(str(trial), "trial", key=trial.trial_id, params=lambda: self._params(trial))
+
+    @staticmethod
+    def _params(trial) -> dict:
+        """The full resolved TrainConfig, so any trial can be re-run from its run alone."""
+        try:
+            return make_train_config(trial.config or {}).model_dump()
+        except FerTuneError:  # an invalid point: the trial will fail; keep what it was given
+            return dict(trial_point(trial.config or {}))

@@ -1,0 +1,5 @@
+"""The trainable registry: the names a search-space file may give in `trainable:`."""
+
+from fer_tune.registry import Registry
+
+TRAINABLES = Registry("trainable")
