@@ -67,6 +67,16 @@ def test_range_defaults_and_quantization(tmp_path):
         ("budget: {num_samples: ten}\n", r"space\.yaml: budget\.num_samples: .*integer.*'ten'"),
         ("budget: {num_smaples: 3}\n", r"budget\.num_smaples: unknown key; expected one of: num_samples, max_epochs"),
         ("search: {algorithm: bayes}\n", r"search\.algorithm: .*'optuna', 'random' or 'grid'.*'bayes'"),
+        ("space:\n  device: gpu\n", r"space\.device: unknown device; expected auto, cpu, cuda or cuda:N \(got 'gpu'\)"),
+        ("space:\n  lr: {loguniform: [1.0e-4, 1.0e-2], default: 0.1}\n", r"space\.lr\.default: 0\.1 is outside"),
+        (
+            "budget: {max_epochs: 10}\nspace:\n  epochs: {randint: [5, 20]}\n",
+            r"space\.epochs: 20 is above budget\.max_epochs 10; expected epochs <= max_epochs",
+        ),
+        (
+            "budget: {num_samples: 4}\nspace:\n  lr: 0.01\nbudget: {num_samples: 50}\n",
+            r"line 4: .*duplicate key 'budget' \(lines 1 and 4\); expected each key once",
+        ),
         ("trainable: fer_cnnn\n", r"space\.yaml: trainable: unknown trainable 'fer_cnnn'; expected one of: fer_cnn"),
         (
             "scheduler: {name: asha}\n",

@@ -11,7 +11,8 @@ from fer_tune.core.classifier import Predictor, build_model
 from fer_tune.core.config import TrainConfig
 from fer_tune.core.metrics import class_weights, confusion_matrix, evaluate, per_class_scores
 from fer_tune.core.optim import OPTIMIZERS, SCHEDULERS
-from fer_tune.core.training import fit
+from fer_tune.core.training import Diverged, fit
+from fer_tune.errors import FerTuneError
 
 METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")
 SMALL = dict(model="basic", batch_size=16, augmentation="none", dropout=0.0)
@@ -186,3 +187,23 @@ def test_cuda_resume_is_exact(tiny_data):
     fit(config, tiny_data, keep)
     fit(config, tiny_data, lambda m, s: resumed.update(w=weights(s)), resume=saved["state"])
     assert all(torch.allclose(unbroken["w"][k], resumed["w"][k]) for k in unbroken["w"])
+
+
+def test_a_nan_loss_stops_training_at_once(tiny_data):
+    seen = []
+    config = TrainConfig(**SMALL, optimizer="sgd", lr=1e8, scheduler="none", epochs=5)
+    with pytest.raises(Diverged, match=r"^diverged at epoch 1 \(train_loss nan"):
+        fit(config, tiny_data, lambda metrics, state: seen.append(metrics))
+    assert seen == []  # nothing was reported: no NaN reaches a pruner or a results table
+
+
+def test_cuda_out_of_memory_is_one_line_naming_the_batch_size(tiny_data, monkeypatch):
+    """Injected here (no GPU on CI): the real error is raised by the CUDA allocator inside a step."""
+    import fer_tune.core.training as training
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(training, "train_one_epoch", out_of_memory)
+    with pytest.raises(FerTuneError, match=r"CUDA out of memory training basic at batch_size 16 .*resources\.gpu"):
+        fit(TrainConfig(**SMALL, epochs=1), tiny_data)

@@ -21,6 +21,7 @@ from fer_tune.errors import FerTuneError
 # Grid sweeps hand each enumerated point to the trial nested under this key (Ray's grid_search
 # enumerates one value: the whole point); samplers hand the point over flat.
 GRID_KEY = "point"
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # what torch.device accepts that fer-tune trains on
 
 REGISTRIES = {
     "model": models.MODELS,
@@ -68,7 +69,7 @@ class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     # reproducibility and hardware
     seed: int = 0
-    device: str = "auto"  # auto = cuda if available, else cpu
+    device: str = Field("auto", pattern=DEVICE_PATTERN)  # auto = cuda if available, else cpu; cuda:N picks a GPU
     amp: bool = True  # bf16 autocast, CUDA only
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the model (CUDA; compile time pays off on long runs)
@@ -110,6 +111,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         valid = _fields_at(model, first["loc"][:-1])
         return f"{path}: unknown key; expected one of: {', '.join(valid)}"
     message = first["msg"]
+    if first["type"] == "string_pattern_mismatch" and first["loc"][-1:] == ("device",):
+        message = "unknown device; expected auto, cpu, cuda or cuda:N"
     # Our own FerTuneError raised inside a validator arrives as "Value error, <message>".
     message = message.removeprefix("Value error, ")
     got = first.get("input")

@@ -22,6 +22,7 @@ RNG streams): pass it back as `resume=`.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ from fer_tune.core.config import TrainConfig
 from fer_tune.core.metrics import class_weights, evaluate
 from fer_tune.core.optim import create_optimizer, create_schedule
 from fer_tune.data.dataset import FerDataset, Split
+from fer_tune.errors import FerTuneError
 
 OnEpoch = Callable[[dict, TrainState], None]
 
@@ -77,8 +79,10 @@ def fit(
 
     while state.epoch < config.epochs:
         started = time.perf_counter()
-        train_loss, train_accuracy = train_one_epoch(network, train, loss_fn, state, autocast)
-        val = evaluate(network, validation, data.num_classes, batch_size=config.eval_batch_size, autocast=autocast)
+        with _out_of_memory_explained(config):
+            train_loss, train_accuracy = train_one_epoch(network, train, loss_fn, state, autocast)
+            val = evaluate(network, validation, data.num_classes, batch_size=config.eval_batch_size, autocast=autocast)
+        _stop_if_diverged(state.epoch + 1, train_loss=train_loss, val_loss=val["loss"])
         schedule.after_epoch(val["loss"])
         state.epoch += 1
         metrics = {
@@ -133,6 +137,30 @@ def train_one_epoch(
         total_correct += lam * (predictions == labels_a).sum() + (1 - lam) * (predictions == labels_b).sum()
     seen = steps * config.batch_size if len(train) >= config.batch_size else len(train)
     return (total_loss / seen).item(), (total_correct / seen).item()
+
+
+class Diverged(FerTuneError):
+    """The loss became NaN or infinite: training cannot recover, so the trial stops at once."""
+
+
+def _stop_if_diverged(epoch: int, **losses: float) -> None:
+    # Checked once per epoch, on the losses fit syncs anyway: a per-step check would cost a host sync per batch.
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{name} {value}" for name, value in bad.items())
+        raise Diverged(f"diverged at epoch {epoch} ({shown}); lower lr or add a schedule with warm-up")
+
+
+@contextlib.contextmanager
+def _out_of_memory_explained(config: TrainConfig):
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise FerTuneError(
+            f"CUDA out of memory training {config.model} at batch_size {config.batch_size} "
+            f"(eval_batch_size {config.eval_batch_size}); lower them, or give each trial more of the GPU "
+            "(a larger resources.gpu)"
+        ) from None
 
 
 def _autocast(device: torch.device, amp: bool):

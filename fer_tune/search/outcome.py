@@ -7,6 +7,7 @@ given: its own `epochs` (which a space may search), not the sweep's `max_epochs`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,11 @@ def trial_outcome(epochs: int, planned: int, error: str | None = None) -> Outcom
 
 
 def error_line(error: Any) -> str:
-    """The one line that says why a trial failed: the last non-empty line of its error."""
+    """The one line that says why a trial failed: the last non-empty line of its error, without the
+    exception's module path ("fer_tune.core.training.Diverged: diverged at ..." -> "Diverged: diverged at ...")."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
+    line = lines[-1] if lines else "unknown error"
+    return re.sub(r"^(?:\w+\.)+(?=\w+(Error|Exception|Diverged)?: )", "", line)
 
 
 def outcome_of(trial: Any, max_epochs: int, error: str | None = None) -> Outcome:

@@ -74,7 +74,9 @@ class TrialRecord:
     def best_row(self) -> pd.Series | None:
         if not len(self.curve):
             return None
-        values = self.curve[self.metric]
+        values = self.curve[self.metric].dropna()
+        if values.empty:
+            return None
         return self.curve.loc[values.idxmax() if self.mode == "max" else values.idxmin()]
 
     @property

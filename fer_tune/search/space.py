@@ -111,18 +111,37 @@ def with_budget(space: SpaceFile, num_samples: int | None = None, max_epochs: in
     for key, value in updates.items():
         if value < 1:
             raise FerTuneError(f"--{key.replace('_', '-')} {value}: expected a positive integer")
-    return space.model_copy(update={"budget": space.budget.model_copy(update=updates)}) if updates else space
+    if not updates:
+        return space
+    space = space.model_copy(update={"budget": space.budget.model_copy(update=updates)})
+    check_epochs(space, where="--max-epochs" if max_epochs is not None else space.path)
+    return space
+
+
+def check_epochs(space: SpaceFile, where: str) -> None:
+    """A trial may not be given more epochs than budget.max_epochs (the pruner's horizon)."""
+    param = next((p for p in space.space if p.name == "epochs"), None)
+    if param is None:
+        return
+    most = max(param.values) if param.kind != "uniform" else param.values[1]
+    if most > space.budget.max_epochs:
+        raise FerTuneError(
+            f"{where}: space.epochs: {most} is above budget.max_epochs {space.budget.max_epochs}; "
+            "expected epochs <= max_epochs (raise budget.max_epochs or lower the epochs searched)"
+        )
 
 
 def load_space(path: str | Path) -> SpaceFile:
     """Read and validate a search-space YAML file."""
     import yaml
 
+    from fer_tune.search.yaml_strict import StrictLoader
+
     path = Path(path)
     if not path.is_file():
         raise FerTuneError(f"{path}: search-space file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=StrictLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -139,5 +158,6 @@ def load_space(path: str | Path) -> SpaceFile:
         spec = SpaceFile(**raw, space=space, path=str(path))
     except ValidationError as err:
         raise FerTuneError(f"{path}: {format_validation_error(err, SpaceFile)}") from None
+    check_epochs(spec, where=str(path))
     spec.default_point()  # the default point must itself be a valid configuration
     return spec

@@ -110,7 +110,14 @@ def _parse_param(name: str, spec: Any, where: str, key: str) -> Param:
     param = Param(name=name, kind=kind, values=tuple(values), q=q, when=when, default=spec.get("default"))
     if param.default is not None and kind in OPTIONS and param.default not in values:
         raise FerTuneError(f"{where}: {key}.default: {param.default!r} is not one of {values}")
+    if param.default is not None and kind in RANGES and not _in_range(param.default, values):
+        raise FerTuneError(f"{where}: {key}.default: {param.default!r} is outside the {kind} range {values}")
     return param
+
+
+def _in_range(value: Any, bounds: list) -> bool:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return numeric and bounds[0] <= value <= bounds[1]
 
 
 def _check_range(kind: str, values: list, where: str, key: str) -> list:
