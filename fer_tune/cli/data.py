@@ -96,9 +96,8 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from fer_tune.core.training import fit
-    from fer_tune.data import load_dataset
 
-    data = load_dataset(source, n=space.data.n, seed=space.data.seed, val_fraction=space.data.val_fraction)
+    data = space.data.load(source)
     print(f"data: {data.source} — train {len(data.train)}, validation {len(data.validation)}")
     print("config: " + ", ".join(f"{k}={v}" for k, v in config.model_dump().items()))
     final_state = {}

@@ -70,13 +70,11 @@ def run_space(
     The one place that wires tracking into a sweep (the Tracker's callbacks in, its finish
     after). Returns (Sweep, Registration or None).
     """
-    from fer_tune.data import load_dataset
     from fer_tune.search.sweep import run_sweep, storage_path, sweep_name
 
     storage = storage_path(storage)
     name = name or sweep_name(space, storage, resume)
-    source = data_source or space.data.source
-    data = load_dataset(source, n=space.data.n, seed=space.data.seed, val_fraction=space.data.val_fraction)
+    data = space.data.load(data_source)
     tracker = _tracker(space, name, data) if track else None
     callbacks = tracker.callbacks() if tracker else []
     sweep = run_sweep(

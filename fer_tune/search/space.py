@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
+from fer_tune.data import FerDataset, load_dataset
 from fer_tune.errors import FerTuneError
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
@@ -28,6 +29,10 @@ class DataConfig(Strict):
     n: int = Field(30000, ge=70)  # synthetic only: number of images
     seed: int = 0  # synthetic only: generator seed; also the validation carve seed
     val_fraction: float = Field(0.1, gt=0, lt=1)  # carved from train where a source has no validation split
+
+    def load(self, source: str | None = None) -> FerDataset:
+        """The dataset this section describes (`source`, e.g. from --data, replaces `source`)."""
+        return load_dataset(source or self.source, n=self.n, seed=self.seed, val_fraction=self.val_fraction)
 
 
 class SearchConfig(Strict):
