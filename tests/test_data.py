@@ -210,6 +210,17 @@ def test_bad_row_in_a_later_chunk_gets_its_own_line_number(tmp_path, monkeypatch
         read_fer2013_csv(tmp_path / "bad.csv")
 
 
+def test_rows_keep_their_line_numbers_and_copy_verbatim(tmp_path):
+    rows = [_row(), "", _row(label="3", usage="PublicTest"), _row(label="5", usage="PrivateTest")]
+    (tmp_path / "f.csv").write_bytes(("emotion,pixels,Usage\r\n" + "\r\n".join(rows) + "\r\n").encode())
+    parsed = fer2013.parse_fer2013_csv(tmp_path / "f.csv")
+    assert parsed.lines.tolist() == [2, 4, 5]  # as error messages count: header = line 1, blank lines too
+    assert parsed.splits.tolist() == ["train", "validation", "test"] and parsed.labels.tolist() == [0, 3, 5]
+    fer2013.copy_fer2013_rows(tmp_path / "f.csv", tmp_path / "g.csv", {2, 5})
+    expected = "emotion,pixels,Usage\r\n" + rows[0] + "\r\n" + rows[3] + "\r\n"
+    assert (tmp_path / "g.csv").read_bytes() == expected.encode()  # line endings kept
+
+
 def test_writer_rejects_wrong_shapes(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         write_fer2013_csv(tmp_path / "x.csv", np.zeros((2, 48, 48), np.float32), [0, 1], ["Training"] * 2)
@@ -377,3 +388,17 @@ def test_inspect_writes_average_faces_png(tmp_path):
     assert summary == data.summary()
     assert sum(summary["splits"]["train"].values()) == 28
     assert summary["splits"]["test"] == dict(zip(EMOTIONS, np.bincount(labels[35:], minlength=7).tolist()))
+
+
+def test_summary_names_its_source_with_counts_and_fingerprint(tmp_path):
+    images, labels = random_faces(len(USAGES))
+    write_fer2013_csv(tmp_path / "f.csv", images, labels, USAGES)
+    data = load_dataset(str(tmp_path / "f.csv"))
+    (source,) = data.summary()["sources"]
+    assert source == {
+        "source": str(tmp_path / "f.csv"),
+        "role": "primary",
+        "fingerprint": data.fingerprint(),
+        "splits": data.counts(),
+    }
+    assert sum(source["splits"]["validation"].values()) == 7

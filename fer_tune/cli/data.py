@@ -1,4 +1,4 @@
-"""`fer-tune data synth|inspect` and `fer-tune train`: datasets, and one training run without Ray."""
+"""`fer-tune data synth|inspect|clean` and `fer-tune train`: datasets, and one training run without Ray."""
 
 from __future__ import annotations
 
@@ -21,6 +21,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="PNG of average faces (default results/<name>_faces.png)"
     )
     inspect.set_defaults(handler=cmd_data_inspect)
+    clean = data.add_parser(
+        "clean", help="copy a dataset without non-faces and near-duplicates, and report leaks (Dzubak's screening)"
+    )
+    clean.add_argument("source", help="a FER2013 CSV or an image folder")
+    clean.add_argument("--out", required=True, type=Path, help="the cleaned copy, in the source's format")
+    clean.add_argument(
+        "--no-face-check", dest="face_check", action="store_false", help="keep images where OpenCV finds no face"
+    )
+    clean.add_argument("--no-dedup", dest="dedup", action="store_false", help="keep near-duplicates within a split")
+    clean.add_argument(
+        "--drop-leaks", action="store_true", help="drop validation/test images also in train (default: report them)"
+    )
+    # The default is fer_tune.data.clean.HASH_DISTANCE (tests check it); importing it here would load torch.
+    clean.add_argument(
+        "--hash-distance",
+        type=int,
+        default=None,
+        metavar="N",
+        help="near-duplicates: pHash at most N of 64 bits apart (default 4)",
+    )
+    clean.add_argument("--force", action="store_true", help="replace --out if it exists")
+    clean.set_defaults(handler=cmd_data_clean)
 
     train = commands.add_parser("train", help="train a space's default point once, without Ray")
     train.add_argument("space", type=Path, help="search-space YAML file")
@@ -82,6 +104,23 @@ def cmd_data_inspect(args) -> int:
     totals = [sum(summary["splits"][s].values()) for s in splits]
     print(f"{'total':<{width}}  " + "  ".join(f"{t:>10}" for t in totals))
     print(f"average faces: {out}")
+    return 0
+
+
+def cmd_data_clean(args) -> int:
+    from fer_tune.data.clean import clean_dataset
+
+    distance = {} if args.hash_distance is None else {"hash_distance": args.hash_distance}
+    result = clean_dataset(
+        args.source,
+        args.out,
+        face_check=args.face_check,
+        dedup=args.dedup,
+        drop_leaks=args.drop_leaks,
+        force=args.force,
+        **distance,
+    )
+    print(result.summary_line())
     return 0
 
 

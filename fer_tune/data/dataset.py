@@ -42,6 +42,8 @@ class FerDataset:
 
     `test` is None where the source has no labelled test split (Kaggle's
     train.csv/test.csv variant). `mean`/`std` are of train pixels scaled to [0, 1].
+    `sources` describes each source of a merged dataset (fer_tune.data.sources);
+    empty for a dataset read from one source.
     """
 
     train: Split
@@ -49,6 +51,7 @@ class FerDataset:
     test: Split | None
     classes: tuple[str, ...]
     source: str  # a human-readable description: a path, or "synthetic(n=..., seed=...)"
+    sources: tuple[dict, ...] = ()  # merged datasets: per source its path, role, fingerprint and counts
     mean: float = field(init=False)
     std: float = field(init=False)
 
@@ -72,7 +75,10 @@ class FerDataset:
         return named
 
     def fingerprint(self) -> str:
-        """A short content hash: two datasets with equal fingerprints hold the same data."""
+        """A short content hash: two datasets with equal fingerprints hold the same data.
+
+        Merged datasets hash their merged splits, so a change in any source's contribution changes it.
+        """
         digest = hashlib.sha256(",".join(self.classes).encode())
         for name, split in self.splits().items():
             digest.update(name.encode())
@@ -80,17 +86,23 @@ class FerDataset:
             digest.update(split.labels.contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class: {"train": {"angry": 3995, ...}, ...}."""
+        return {
+            name: dict(zip(self.classes, split.class_counts(self.num_classes))) for name, split in self.splits().items()
+        }
+
     def summary(self) -> dict:
-        """Counts per split and class, and the normalization statistics."""
+        """Counts per split and class, the normalization statistics, and each source's counts and fingerprint."""
+        counts = self.counts()
+        own = {"source": self.source, "role": "primary", "fingerprint": self.fingerprint(), "splits": counts}
         return {
             "source": self.source,
             "classes": list(self.classes),
             "mean": round(self.mean, 4),
             "std": round(self.std, 4),
-            "splits": {
-                name: dict(zip(self.classes, split.class_counts(self.num_classes)))
-                for name, split in self.splits().items()
-            },
+            "splits": counts,
+            "sources": list(self.sources) or [own],
         }
 
 

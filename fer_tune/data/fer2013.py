@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,33 +30,64 @@ from fer_tune.errors import FerTuneError
 FORMAT_VERSION = 1  # bump when parsing changes, so cached parses are rebuilt
 CHUNK_ROWS = 2048  # rows parsed per numpy call: few calls, little memory held at once
 _PIXEL_TEXT = [str(v) for v in range(256)]  # writer's lookup table: no per-pixel str()
+# How rows are read: a BOM is skipped, newline="" keeps each line's own ending for verbatim copies.
+CSV_TEXT = {"encoding": "utf-8-sig", "errors": "replace", "newline": ""}
 
 
-def read_fer2013_csv(path: str | Path, *, val_fraction: float = 0.1, seed: int = 0) -> FerDataset:
-    """Parse a FER2013 CSV into a FerDataset (uint8 images, labels in EMOTIONS order)."""
+@dataclass(frozen=True)
+class Fer2013Rows:
+    """A FER2013 CSV's rows as stored, before any split is carved."""
+
+    images: np.ndarray  # uint8 [N, 48, 48]
+    labels: np.ndarray  # int64 [N], EMOTIONS order
+    splits: np.ndarray | None  # each row's split name (train, validation, test); None: no Usage column
+    lines: np.ndarray  # each row's line number in the file (header = line 1), as error messages count
+
+
+def parse_fer2013_csv(path: str | Path) -> Fer2013Rows:
+    """Parse every row of a FER2013 CSV, keeping its line number and Usage."""
     path = Path(path)
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+    with open(path, **CSV_TEXT) as f:
         columns = _read_header(path, f.readline())
-        labels, usages, images = [], [], []
+        labels, usages, images, line_numbers = [], [], [], []
         for chunk in _row_chunks(path, f, len(columns)):
             lines = [line for line, _ in chunk]
+            line_numbers.extend(lines)
             labels.extend(_label(path, line, fields[columns["emotion"]]) for line, fields in chunk)
             if "usage" in columns:
                 usages.extend(_usage(path, line, fields[columns["usage"]]) for line, fields in chunk)
             images.append(_parse_pixels(path, [fields[columns["pixels"]] for _, fields in chunk], lines))
     if not images:
         raise FerTuneError(f"{path} has a header but no data rows: expected one row per image after it")
-    images = np.concatenate(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-    labels = np.array(labels, dtype=np.int64)
-    if "usage" not in columns:  # Kaggle's train.csv: carve validation, no test split
+    return Fer2013Rows(
+        images=np.concatenate(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
+        labels=np.array(labels, dtype=np.int64),
+        splits=np.array(usages) if "usage" in columns else None,
+        lines=np.array(line_numbers, dtype=np.int64),
+    )
+
+
+def copy_fer2013_rows(source: str | Path, target: str | Path, lines: set[int]) -> None:
+    """Write `source`'s header and the rows at `lines` (numbered as parse_fer2013_csv does), verbatim:
+    the copy keeps the source's variant, columns and row order."""
+    with open(source, **CSV_TEXT) as f, open(target, "w", encoding="utf-8", newline="") as out:
+        out.write(f.readline())
+        out.writelines(line for number, line in enumerate(f, start=2) if number in lines)
+
+
+def read_fer2013_csv(path: str | Path, *, val_fraction: float = 0.1, seed: int = 0) -> FerDataset:
+    """Parse a FER2013 CSV into a FerDataset (uint8 images, labels in EMOTIONS order)."""
+    path = Path(path)
+    rows = parse_fer2013_csv(path)
+    images, labels = rows.images, rows.labels
+    if rows.splits is None:  # Kaggle's train.csv: carve validation, no test split
         train_idx, val_idx = stratified_holdout(labels, val_fraction, seed, where=str(path))
         source = (
             f"{path} (no Usage column: validation carved from train with "
             f"val_fraction={val_fraction}, seed={seed}; train.csv has no test split)"
         )
         return FerDataset(_split(images, labels, train_idx), _split(images, labels, val_idx), None, EMOTIONS, source)
-    usages = np.array(usages)
-    splits = {name: _split(images, labels, np.flatnonzero(usages == name)) for name in USAGE_TO_SPLIT.values()}
+    splits = {name: _split(images, labels, np.flatnonzero(rows.splits == name)) for name in USAGE_TO_SPLIT.values()}
     for usage, name in USAGE_TO_SPLIT.items():
         if name != "test" and len(splits[name]) == 0:
             raise FerTuneError(

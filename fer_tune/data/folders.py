@@ -118,10 +118,20 @@ def _scan_split(folder: Path) -> dict[str, list[Path]]:
     return class_files
 
 
+def split_files(class_files: dict[str, list[Path]], classes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """One split's (image path, label) pairs in reading order: by class, then by file name."""
+    return [(path, label) for label, name in enumerate(classes) for path in class_files[name]]
+
+
+def load_images(paths: list[Path]) -> np.ndarray:
+    """Decode image files to uint8 [N, 48, 48], in the order given."""
+    return np.stack([_load_image(path) for path in paths])
+
+
 def _load_split(class_files: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    paths = [(path, label) for label, name in enumerate(classes) for path in class_files[name]]
-    images = np.stack([_load_image(path) for path, _ in paths])
-    labels = np.array([label for _, label in paths], dtype=np.int64)
+    files = split_files(class_files, classes)
+    images = load_images([path for path, _ in files])
+    labels = np.array([label for _, label in files], dtype=np.int64)
     return images, labels
 
 
