@@ -1,65 +1,18 @@
-"""The tracking callback across a --resume, a sweep tracked on an `mlflow server`, unreachable stores."""
+"""A sweep tracked on an `mlflow server`, a server that goes away mid-sweep, unreachable stores."""
 
-import pickle
+import subprocess
 import sys
+import time
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow_helpers import free_port, report, serving, subprocess_env, tune_trial
+from mlflow_helpers import free_port, serving, subprocess_env
 
 from fer_tune.cli.main import main
 from fer_tune.cli.sweep import run_space
 from fer_tune.search.space import load_space
-from fer_tune.tracking.callback import MlflowCallback
-from fer_tune.tracking.runs import SweepRuns
-
-
-def sweep_runs(uri: str) -> SweepRuns:
-    return SweepRuns(uri, "resumed", "resumed-1", {"fer_tune.data_fingerprint": "abc"}, {"metric": "val_accuracy"})
-
-
-def test_a_restored_callback_keeps_logging_into_the_same_runs(tmp_path):
-    """Tuner.restore unpickles the callback pickled before any trial ran: it must find its runs again."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = MlflowCallback(sweep_runs(uri), max_epochs=4)
-    pickled = pickle.dumps(first)  # what the RunConfig holds, before any trial
-    done, cut = tune_trial("t_00000", {"lr": 0.01, "epochs": 4}), tune_trial("t_00001", {"lr": 0.02, "epochs": 4})
-
-    first.setup(total_num_samples=2)
-    for trial in (done, cut):
-        first.on_trial_start(iteration=0, trials=[done, cut], trial=trial)
-    report(first, done, [1, 2, 3, 4])
-    done.set_status("TERMINATED")
-    first.on_trial_complete(iteration=4, trials=[done, cut], trial=done)
-    report(first, cut, [1, 2])
-    first.on_experiment_end(trials=[done, cut])  # Ctrl+C: `cut` is still RUNNING
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("resumed").experiment_id
-    [parent] = client.search_runs([experiment], "tags.`fer_tune.role` = 'sweep'")
-    assert parent.info.status == "KILLED" and parent.data.tags["fer_tune.interrupted"] == "true"
-    interrupted = client.search_runs([experiment], "tags.`ray.trial_id` = 't_00001'")[0]
-    assert interrupted.info.status == "KILLED" and interrupted.data.tags["fer_tune.interrupted"] == "true"
-
-    second = pickle.loads(pickled)  # the restored driver
-    second.setup(total_num_samples=2)
-    second.on_trial_start(iteration=0, trials=[done, cut], trial=cut)
-    assert client.get_run(interrupted.info.run_id).info.status == "RUNNING"
-    report(second, cut, [3, 4])
-    cut.set_status("TERMINATED")
-    second.on_trial_complete(iteration=4, trials=[done, cut], trial=cut)
-    second.on_experiment_end(trials=[done, cut])
-
-    runs = client.search_runs([experiment])
-    assert len(runs) == 3  # still one parent and one child per trial
-    parent = client.get_run(parent.info.run_id)
-    assert parent.info.status == "FINISHED" and "fer_tune.interrupted" not in parent.data.tags
-    resumed = client.get_run(interrupted.info.run_id)
-    assert resumed.info.status == "FINISHED" and "fer_tune.interrupted" not in resumed.data.tags
-    assert resumed.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "val_accuracy")] == [1, 2, 3, 4]
-    assert resumed.data.params["lr"] == "0.02" and resumed.data.params["epochs"] == "4"
 
 
 @pytest.mark.integration
@@ -77,7 +30,8 @@ def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeyp
     with serving(command, "/health", port, cwd=workdir, env=env) as base:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", base)
         space = load_space("served.yaml")
-        sweep, registration = run_space(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
+        sweep, tracking = run_space(space, data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
+        registration = tracking.registration
         client = MlflowClient(base)
         experiment = client.get_experiment_by_name("served")
         assert experiment.artifact_location.startswith("mlflow-artifacts:/")  # the server's proxied root
@@ -102,3 +56,66 @@ def test_an_unusable_store_is_a_one_line_error(uri, monkeypatch, capsys):
     assert main(["models", "list", "--tracking-uri", uri]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"fer-tune: error: MLflow store {uri}: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.integration
+def test_a_tracking_server_lost_mid_sweep_loses_nothing(workdir, blob_csv):
+    """The server dies after the first epoch is logged: the sweep runs on, results/ gets everything, the
+    records MLflow could not take wait on disk, and `results sync` writes them once it is back."""
+    port = free_port()
+    server = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}"]
+    server += ["--serve-artifacts", "--artifacts-destination", str(workdir / "served")]
+    server += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    (workdir / "outage.yaml").write_text(
+        "name: outage\nsearch: {algorithm: grid}\npruner: {name: none}\n"
+        "budget: {num_samples: 1, max_epochs: 3, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
+        "  lr: {grid: [3.0e-3, 2.0e-3, 1.0e-3, 5.0e-4]}\n"
+    )
+    uri = f"http://127.0.0.1:{port}"
+    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    command = [sys.executable, "-m", "fer_tune.cli", "run", "outage.yaml", "--data", str(blob_csv), "--name", "o1"]
+    with serving(server, "/health", port, cwd=workdir, env=env):
+        driver = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)  # fmt: skip
+        client = MlflowClient(uri)
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None:  # wait for the first logged epoch
+            experiment = client.get_experiment_by_name("outage")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if any(run.data.metrics for run in runs):
+                break
+            time.sleep(0.2)
+    # leaving the block stopped the server, with three trials still to train
+    output = driver.communicate(timeout=600)[0]
+    assert driver.returncode == 0, output[-3000:]
+    pending_file = workdir / "results" / "o1" / "mlflow-pending.jsonl"
+    assert f"MLflow store {uri} unreachable" in output and str(pending_file.relative_to(workdir)) in output
+    trials = pd.read_csv(workdir / "results" / "o1" / "trials.csv")
+    assert len(trials) == 4 and (trials["status"] == "completed").all()  # the sweep itself lost nothing
+    assert pending_file.is_file() and len(pending_file.read_text().splitlines()) > 0
+
+    with serving(server, "/health", port, cwd=workdir, env=env):  # the same store, back on the same port
+        synced = subprocess.run(
+            [sys.executable, "-m", "fer_tune.cli", "results", "sync", "o1"], cwd=workdir, env=env,
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert synced.returncode == 0, (synced.stdout + synced.stderr)[-3000:]
+        assert "pending records written" in synced.stdout and "registered models:/fer-emotion/" in synced.stdout
+        assert not pending_file.exists()
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
+        roles = sorted(run.data.tags["fer_tune.role"] for run in runs)
+        assert roles == ["champion", "sweep", "trial", "trial", "trial", "trial"]
+        children = {run.data.tags["ray.trial_id"]: run for run in runs if run.data.tags["fer_tune.role"] == "trial"}
+        assert set(children) == set(trials["trial_id"])
+        for run in children.values():
+            assert run.info.status == "FINISHED"
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2, 3]
+        [parent] = [run for run in runs if run.data.tags["fer_tune.role"] == "sweep"]
+        assert parent.info.status == "FINISHED" and "trials.csv" in {
+            a.path for a in client.list_artifacts(parent.info.run_id)
+        }
+        again = subprocess.run([sys.executable, "-m", "fer_tune.cli", "results", "sync", "o1"], cwd=workdir,
+                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert again.returncode == 0 and "nothing pending" in again.stdout

@@ -158,6 +158,56 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
     trials = pd.read_csv(workdir / "results" / "r1" / "trials.csv")
     assert len(trials) == 3 and (trials["epochs_run"] == 8).all()
 
+    # MLflow through Ray's real restore: the restored callback found its runs again by tag.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    [parent] = [r for r in runs if r.data.tags["fer_tune.role"] == "sweep"]
+    children = {r.data.tags["ray.trial_id"]: r for r in runs if r.data.tags["fer_tune.role"] == "trial"}
+    assert parent.info.status == "FINISHED" and "fer_tune.interrupted" not in parent.data.tags
+    assert set(children) == set(trials["trial_id"])  # one child per trial, none duplicated by the resume
+    for run in children.values():
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(set(steps)) == list(range(1, 9))  # every epoch, the resumed ones included
+
+
+def test_asha_resumed_after_sigkill_stops_the_same_trials(workdir, blob_csv):
+    """Ray's Tuner.restore forgets ASHA's rungs (ray-project/ray#30838); fer-tune persists them. A sweep
+    SIGKILLed part-way and resumed ends with the trials.csv of an uninterrupted run (up to timings)."""
+    (workdir / "exact.yaml").write_text(
+        "name: exact\nsearch: {algorithm: grid}\npruner: {name: asha, grace_period: 1, reduction_factor: 2}\n"
+        "budget: {num_samples: 1, max_epochs: 4, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "space:" + FAST + "  lr: {grid: [3.0e-3, 1.0e-5, 2.0e-3, 3.0e-5, 1.0e-3, 1.0e-4]}\n"
+    )
+    base = [sys.executable, "-m", "fer_tune.cli", "run", "exact.yaml", "--data", str(blob_csv), "--no-track"]
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    options = dict(cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
+    whole = subprocess.run(base + ["--name", "whole"], **options)
+    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+
+    driver = subprocess.Popen(base + ["--name", "cut"], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    experiment = workdir / "results" / "ray" / "cut"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once two trials are decided and a third is training
+        if len([d for d in experiment.glob("train_fer_cnn_*") if progress(d)]) >= 3:
+            break
+        time.sleep(0.1)
+    driver.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+    driver.wait(timeout=60)
+    assert not (workdir / "results" / "cut" / "trials.csv").exists()  # it really was cut short
+    assert (experiment / "pruner_state.pkl").is_file()
+
+    resumed = subprocess.run(base + ["--name", "cut", "--resume"], **options)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    columns = ["lr", "epochs_run", "status", "best_val_accuracy", "best_epoch"]
+    expected = pd.read_csv(workdir / "results" / "whole" / "trials.csv")[columns].sort_values("lr")
+    got = pd.read_csv(workdir / "results" / "cut" / "trials.csv")[columns].sort_values("lr")
+    assert (expected["status"] == "stopped early").any()  # ASHA had decisions to lose
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+
 
 @pytest.fixture
 def three_node_cluster():

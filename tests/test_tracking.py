@@ -6,7 +6,9 @@ The random searcher's seed 209 draws, in order: lr 3e-3 (learns the blobs), free
 reaches epoch 1 after the first trial did, so ASHA stops it there).
 """
 
+import dataclasses
 import json
+import shutil
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -30,18 +32,20 @@ from fer_tune.search.space import load_space
 pytestmark = pytest.mark.integration
 
 MODEL = "fer-test"
+# One trial of each outcome, in this order (max_concurrent 1 makes ASHA's decision deterministic):
+# lr 3e-3 completes its 3 epochs; lr 1e-5 is stopped at the first rung, below the first trial;
+# lr 1e8 diverges in its first epoch and fails.
 SPACE = f"""name: tracked
-search: {{algorithm: random, seed: 209}}
+search: {{algorithm: grid}}
 pruner: {{name: asha, grace_period: 1, reduction_factor: 2}}
-budget: {{num_samples: 3, max_epochs: 3, max_concurrent: 2}}
+budget: {{num_samples: 1, max_epochs: 3, max_concurrent: 1}}
 mlflow: {{experiment: fer-tracked, register_as: {MODEL}}}
 space:
   model: basic
   batch_size: 16
   augmentation: none
   dropout: 0.0
-  freeze_depth: {{choice: [0, 1]}}
-  lr: {{choice: [3.0e-3, 1.0e-5]}}
+  lr: {{grid: [3.0e-3, 1.0e-5, 1.0e8]}}
 """
 
 
@@ -71,7 +75,8 @@ def tracked(tmp_path_factory, blob_csv):
             ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
         (folder / "tracked.yaml").write_text(SPACE)
         space = load_space("tracked.yaml")
-        sweep, registration = run_space(space, data_source=str(blob_csv), storage=folder / "ray", verbose=0)
+        sweep, tracking = run_space(space, data_source=str(blob_csv), storage=folder / "ray", verbose=0)
+        registration = tracking.registration
         uri = f"sqlite:///{folder / 'results' / 'mlflow.db'}"
         yield Tracked(folder, sweep, registration, uri, MlflowClient(uri))
 
@@ -107,7 +112,7 @@ def test_one_parent_run_and_a_nested_child_per_trial(tracked):
         if row["status"] == "stopped early":
             assert run.data.tags["fer_tune.stopped_at_epoch"] == str(row["epochs_run"])
         if row["status"] == "failed":
-            assert "has no pretrained weights" in run.data.tags["fer_tune.error"]
+            assert run.data.tags["fer_tune.error"].startswith("Diverged: diverged at epoch 1 (train_loss nan")
             assert run.data.tags["fer_tune.error"].count("\n") == 0
     statuses = {r.info.status for r in children.values()}
     assert statuses == {"FINISHED", "KILLED", "FAILED"}, sweep.trials.to_string()
@@ -116,10 +121,11 @@ def test_one_parent_run_and_a_nested_child_per_trial(tracked):
 def test_best_checkpoint_is_scored_logged_and_registered_as_champion(tracked):
     sweep, client = tracked.sweep, tracked.client
     registration = tracked.registration
-    assert (registration.name, registration.version, registration.alias) == (MODEL, "1", "champion")
+    assert (registration.name, registration.alias) == (MODEL, "champion")
     assert registration.accuracy > 0.3  # the lr 3e-3 trial learned the blobs; chance is 1/7
     version = client.get_model_version_by_alias(MODEL, "champion")
-    assert str(version.version) == "1"
+    assert str(version.version) == registration.version
+    assert version.tags["promotion"].startswith("champion: first version")
     assert float(version.tags["test_accuracy"]) == pytest.approx(registration.accuracy, abs=1e-6)
     assert version.tags["data_fingerprint"] == sweep.data.fingerprint()
     assert version.tags["eval_split"] == "test" and version.tags["trial_id"] == sweep.best.trial_id
@@ -161,9 +167,10 @@ def test_champion_from_other_data_is_rescored_on_ours(tracked):
     )
     runs = SweepRuns(tracked.uri, "fer-tracked", "unused", {}, {})
     version, accuracy = current_champion(runs, MODEL, other, "test", other.test)
-    model = mlflow.pyfunc.load_model(tracked.client.get_model_version_download_uri(MODEL, "1"))
+    champion = tracked.registration.version
+    model = mlflow.pyfunc.load_model(tracked.client.get_model_version_download_uri(MODEL, champion))
     expected = model.predict(other.test.images.unsqueeze(1).float().numpy()).argmax(1) == other.test.labels.numpy()
-    assert version == "1" and accuracy == pytest.approx(expected.mean())
+    assert version == champion and accuracy == pytest.approx(expected.mean())
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -177,7 +184,7 @@ def test_models_list_and_download(tracked, tmp_path, capsys):
     assert main(["models", "download", f"models:/{MODEL}@champion", "--to", str(folder)]) == 0
     assert (folder / "model" / "MLmodel").is_file() and (folder / "model" / "data" / "model.pt2").is_file()
     card = (folder / "MODEL_CARD.md").read_text()
-    assert f"# {MODEL} version 1 — aliases: champion" in card
+    assert f"# {MODEL} version {tracked.registration.version} — aliases: champion" in card
     assert tracked.sweep.data.fingerprint() in card and "- lr: 0.003" in card and "torch.jit.load" in card
     for name in EMOTIONS:
         assert f"| {name} |" in card
@@ -255,22 +262,50 @@ def test_mlflow_models_serve_answers_a_scoring_request(tracked):
             predictions = np.array(json.loads(response.read())["predictions"])
     assert predictions.shape == (5, len(EMOTIONS))
     assert predictions.sum(1) == pytest.approx(np.ones(5), abs=1e-5)
-    local = mlflow.pyfunc.load_model(tracked.client.get_model_version_download_uri(MODEL, "1"))
+    local = mlflow.pyfunc.load_model(tracked.client.get_model_version_download_uri(MODEL, tracked.registration.version))
     assert (predictions.argmax(1) == local.predict(images).argmax(1)).all()
 
 
-def test_worse_sweep_is_registered_as_challenger(tracked, blob_csv, capsys):
-    """Runs last: it adds version 2. A 1-epoch lr 1e-5 model cannot beat the champion."""
-    worse = SPACE.replace("name: tracked", "name: worse").replace("{choice: [0, 1]}", "0")
-    worse = worse.replace("num_samples: 3, max_epochs: 3", "num_samples: 1, max_epochs: 1")
-    worse = worse.replace("{choice: [3.0e-3, 1.0e-5]}", "1.0e-5")
+@pytest.fixture
+def store_copy(tracked, tmp_path, monkeypatch):
+    """A copy of the tracked store to add versions to, so no other test depends on this one running last."""
+    shutil.copy(tracked.folder / "results" / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return MlflowClient(uri)
+
+
+def test_worse_sweep_is_registered_as_challenger(tracked, store_copy, blob_csv):
+    """A 1-epoch lr 1e-5 model cannot beat the champion: it becomes the challenger, and says why."""
+    worse = SPACE.replace("name: tracked", "name: worse").replace("max_epochs: 3", "max_epochs: 1")
+    worse = worse.replace("{grid: [3.0e-3, 1.0e-5, 1.0e8]}", "1.0e-5").replace("algorithm: grid", "algorithm: random")
     (tracked.folder / "worse.yaml").write_text(worse)
-    space = load_space("worse.yaml")
-    _, registration = run_space(space, data_source=str(blob_csv), storage=tracked.folder / "ray", verbose=0)
-    assert (registration.version, registration.alias) == ("2", "challenger")
-    assert registration.rival == ("1", pytest.approx(tracked.registration.accuracy, abs=1e-6))
+    space = load_space(tracked.folder / "worse.yaml")
+    _, tracking = run_space(space, data_source=str(blob_csv), storage=tracked.folder / "ray", verbose=0)
+    registration, champion = tracking.registration, tracked.registration.version
+    assert registration.alias == "challenger" and int(registration.version) > int(champion)
+    assert registration.rival == (champion, tracked.registration.accuracy)  # the metric, unrounded
     assert "challenger" in registration.message and "@champion unchanged" in registration.message
-    client = tracked.client
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
-    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
-    assert client.get_model_version(MODEL, "2").tags["data_fingerprint"] == tracked.sweep.data.fingerprint()
+    assert str(store_copy.get_model_version_by_alias(MODEL, "champion").version) == champion
+    assert str(store_copy.get_model_version_by_alias(MODEL, "challenger").version) == registration.version
+    new = store_copy.get_model_version(MODEL, registration.version)
+    assert new.tags["data_fingerprint"] == tracked.sweep.data.fingerprint()
+    assert new.tags["promotion"].startswith(f"challenger: accuracy {registration.accuracy!r} <")
+    assert str(tracked.client.get_model_version_by_alias(MODEL, "champion").version) == champion  # original intact
+
+
+def test_a_tie_does_not_move_the_champion(tracked, store_copy):
+    """The same best checkpoint promoted again scores exactly the champion's accuracy: a tie, which
+    keeps the champion (compared on the metric, not on the tag rounded to 6 digits)."""
+    from fer_tune.tracking.champion import promote_best
+    from fer_tune.tracking.runs import SweepRuns
+
+    again = dataclasses.replace(tracked.sweep, name="tie-check")
+    runs = SweepRuns(store_copy.tracking_uri, "fer-tracked", "tie-check", {}, {})
+    registration = promote_best(again, runs)
+    champion = tracked.registration
+    assert registration.accuracy == champion.accuracy and registration.rival == (champion.version, champion.accuracy)
+    assert registration.alias == "challenger"
+    assert str(store_copy.get_model_version_by_alias(MODEL, "champion").version) == champion.version
+    assert "a tie keeps the champion" in store_copy.get_model_version(MODEL, registration.version).tags["promotion"]
+    assert promote_best(again, runs).version == registration.version  # idempotent: found again by its sweep tag

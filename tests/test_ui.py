@@ -7,10 +7,10 @@ import sys
 
 import pytest
 from mlflow import MlflowClient
-from mlflow_helpers import free_port, report, serving, tune_trial
+from mlflow_helpers import free_port, serving
 
-from fer_tune.tracking.callback import MlflowCallback
-from fer_tune.tracking.runs import SweepRuns
+from fer_tune.cli.sweep import run_space
+from fer_tune.search.space import load_space
 from fer_tune.tracking.store import tracking_uri
 
 pytestmark = pytest.mark.integration
@@ -30,33 +30,29 @@ def rendered_text(url: str, profile) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
 
 
-def test_ui_shows_the_experiment_and_its_nested_runs(workdir, monkeypatch):
+def test_ui_shows_the_experiment_and_its_nested_runs(ray_local, workdir, blob_csv, monkeypatch):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (.ci/run installs it: apt-get install chromium)")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    # A sweep's runs as the driver logs them (the sweep itself is tested in test_tracking.py).
-    runs = SweepRuns(tracking_uri(), "ui-check", "ui-check-1", {}, {"metric": "val_accuracy"})
-    callback = MlflowCallback(runs, max_epochs=2)
-    callback.setup(total_num_samples=2)
-    trials = [tune_trial(f"ui_{i:05d}", {"lr": 0.001 * (i + 1), "epochs": 2}) for i in range(2)]
-    for trial in trials:
-        callback.on_trial_start(iteration=0, trials=trials, trial=trial)
-        report(callback, trial, [1, 2])
-        trial.set_status("TERMINATED")
-        callback.on_trial_complete(iteration=2, trials=trials, trial=trial)
-    callback.on_experiment_end(trials=trials)
-    client = MlflowClient(runs.uri)
+    (workdir / "ui-check.yaml").write_text(
+        "name: ui-check\nsearch: {algorithm: grid}\npruner: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\n"
+        "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n  lr: {grid: [1.0e-3, 2.0e-3]}\n"
+    )
+    sweep, _ = run_space(load_space(workdir / "ui-check.yaml"), data_source=str(blob_csv), name="ui-check-1")
+    client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("ui-check").experiment_id
+    [parent] = client.search_runs([experiment], "tags.`fer_tune.role` = 'sweep'")
+    trials = client.search_runs([experiment], "tags.`fer_tune.role` = 'trial'")
 
     port = free_port()
     command = [sys.executable, "-m", "fer_tune.cli", "ui", "--port", str(port)]
     with serving(command, "/health", port, cwd=workdir) as base:
         listing = rendered_text(f"{base}/#/experiments/{experiment}/runs", workdir / "chromium")
         assert "ui-check" in listing and "ui-check-1" in listing, listing[:2000]
-        assert "3 matching runs" in listing  # the parent and its two children (collapsed under it)
+        assert "4 matching runs" in listing  # the parent, its two trials and the champion (nested under it)
         # The parent's page lists its nested runs by name.
-        parent = runs.parent()
-        page = rendered_text(f"{base}/#/experiments/{experiment}/runs/{parent}", workdir / "chromium")
+        page = rendered_text(f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}", workdir / "chromium")
         assert "Child runs" in page, page[:2000]
         for trial in trials:
-            assert str(trial) in page
+            assert trial.info.run_name in page
+        assert len(sweep.trials) == 2

@@ -42,7 +42,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=cmd_models_list)
     download = models.add_parser("download", help="write a model, its TorchScript file and a model card to a folder")
     download.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    download.add_argument("--to", type=Path, required=True, metavar="DIR", help="folder to write")
+    download.add_argument("--to", type=Path, required=True, metavar="DIR", help="folder to write (new or empty)")
+    download.add_argument("--force", action="store_true", help="replace what a non-empty --to folder holds")
     _store_option(download)
     download.set_defaults(handler=cmd_models_download)
 
@@ -64,10 +65,18 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _store(args) -> str:
-    from fer_tune.tracking.store import tracking_uri
+def _store(args, write: bool = False) -> str:
+    """The store these commands read (checked first: a read-only command never creates one)."""
+    from fer_tune.tracking.store import check_store, tracking_uri
 
-    return args.tracking_uri or tracking_uri()
+    uri = args.tracking_uri or tracking_uri()
+    check_store(uri, write=write)
+    return uri
+
+
+def _model_store(args, model: str) -> str | None:
+    """The store a model URI is read from (checked); None for a local folder, which needs none."""
+    return _store(args) if ":/" in model and not Path(model).exists() else args.tracking_uri
 
 
 def cmd_ui(args) -> int:
@@ -131,10 +140,13 @@ def cmd_models_download(args) -> int:
     from fer_tune.tracking.card import CARD_FILE, MLMODEL_FOLDER, TORCHSCRIPT_FILE, model_card
 
     target = args.to / MLMODEL_FOLDER
-    if target.exists() and not (target / "MLmodel").is_file():
-        raise FerTuneError(f"{target} exists and is not an MLflow model folder; choose another --to")
+    if args.to.exists() and not args.to.is_dir():
+        raise FerTuneError(f"--to {args.to}: is a file, expected a folder")
+    if args.to.is_dir() and any(args.to.iterdir()) and not args.force:
+        raise FerTuneError(f"--to {args.to}: folder is not empty; choose an empty one, or pass --force to replace it")
+    store = _model_store(args, args.uri)
     with tempfile.TemporaryDirectory() as folder:
-        local = Path(fetch_model(args.uri, args.tracking_uri, folder))
+        local = Path(fetch_model(args.uri, store, folder))
         scripted = local / "extra_files" / TORCHSCRIPT_FILE
         if not scripted.is_file():
             raise FerTuneError(f"{args.uri}: not a fer-tune model (no extra_files/{TORCHSCRIPT_FILE})")
@@ -142,7 +154,7 @@ def cmd_models_download(args) -> int:
         args.to.mkdir(parents=True, exist_ok=True)
         shutil.copytree(local, target)
     shutil.copy(target / "extra_files" / TORCHSCRIPT_FILE, args.to / TORCHSCRIPT_FILE)
-    name, version, aliases = _registry_entry(args.uri, _store(args))
+    name, version, aliases = _registry_entry(args.uri, store)
     card = model_card(Model.load(str(target)).metadata or {}, name, version, aliases)
     (args.to / CARD_FILE).write_text(card)
     print(f"wrote {args.uri} to {args.to}/: {MLMODEL_FOLDER}/ (MLflow model), {TORCHSCRIPT_FILE}, {CARD_FILE}")
@@ -156,7 +168,7 @@ def cmd_predict(args) -> int:
     from fer_tune.serving.model import load_model
 
     faces, notes = zip(*(load_image(path, args.detect_faces) for path in args.images))  # bad files fail first
-    model = load_model(args.model, args.tracking_uri)
+    model = load_model(args.model, _model_store(args, args.model))
     probabilities = model.predict(np.stack(faces))
     classes = model.classes or [str(i) for i in range(probabilities.shape[1])]
     for path, note, row in zip(args.images, notes, probabilities):

@@ -1,9 +1,15 @@
-"""`fer-tune run` (a sweep, tracked in MLflow unless --no-track) and `fer-tune results`."""
+"""`fer-tune run` (a sweep, tracked in MLflow unless --no-track) and `fer-tune results [sync]`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from fer_tune.errors import FerTuneError
+
+
+class SweepFinished(FerTuneError):
+    """--resume of a sweep that already ran to its end: nothing to do, and nothing is changed."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -13,17 +19,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--name", default=None, help="sweep name (default SPACE-DATE-TIME; with --resume: the latest)")
     run.add_argument("--num-samples", type=int, default=None, help="override budget.num_samples")
     run.add_argument("--max-epochs", type=int, default=None, help="override budget.max_epochs")
+    run.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
+    run.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu (0.25: 4 per GPU)")
     run.add_argument("--address", default=None, help="join a Ray cluster (default: RAY_ADDRESS, else local Ray)")
     run.add_argument("--storage", default=None, help="Ray storage path shared by all nodes (default results/ray)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     run.add_argument(
         "--no-track", dest="track", action="store_false", help="write results/ only; touch no MLflow store"
     )
+    run.add_argument("--verbose", action="store_true", help="also print Ray Tune's trial tables")
     run.set_defaults(handler=cmd_run)
 
-    results = commands.add_parser("results", help="print the leaderboard of a sweep")
-    results.add_argument("name", nargs="?", default=None, help="sweep name (default: the latest)")
-    results.add_argument("--top", type=int, default=10)
+    results = commands.add_parser(
+        "results", help="print the leaderboard of a sweep; `results sync NAME` writes tracking records left pending"
+    )
+    results.add_argument("name", nargs="?", default=None, help="sweep name (default: the latest), or `sync`")
+    results.add_argument("sweep", nargs="?", default=None, help="with `sync`: the sweep whose records to write")
+    results.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
     results.set_defaults(handler=cmd_results)
 
 
@@ -32,26 +44,58 @@ def cmd_run(args) -> int:
     from fer_tune.search.space import load_space, with_budget
 
     space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
-    sweep, registration = run_space(
-        space,
-        data_source=args.data,
-        name=args.name,
-        address=args.address,
-        resume=args.resume,
-        storage=args.storage,
-        track=args.track,
-    )
+    space = with_resources(space, cpu=args.cpus_per_trial, gpu=args.gpus_per_trial)
+    try:
+        sweep, tracking = run_space(
+            space,
+            data_source=args.data,
+            name=args.name,
+            address=args.address,
+            resume=args.resume,
+            storage=args.storage,
+            track=args.track,
+            verbose=2 if args.verbose else 0,
+        )
+    except SweepFinished as done:
+        print(done)
+        return 0
     print(
         f"\nsweep {sweep.name}: {len(sweep.trials)} trials in {sweep.wall_seconds:.0f} s; results in {sweep.out_dir}/"
     )
     print(leaderboard_markdown(sweep.trials, space.metric, space.mode))
+    print(outcome_summary(sweep))
     if sweep.best is not None:
-        print(f"\nbest trial {sweep.best.trial_id}: {space.metric} {sweep.best.best_metric:.4f}")
+        print(f"best trial {sweep.best.trial_id}: {space.metric} {sweep.best.best_metric:.4f}")
         print("best configuration: " + ", ".join(f"{k}={v}" for k, v in sweep.best.params.items() if v is not None))
-    if registration is not None:
-        print(registration.message)
-        print("browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`")
+    if tracking is not None:
+        print(tracking.message)
+        if not tracking.pending:
+            print("browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`")
+    if sweep.best is None:
+        raise FerTuneError(f"no trial of sweep {sweep.name} produced a score; see the failures above")
     return 0
+
+
+def with_resources(space, cpu: float | None, gpu: float | None):
+    """The space with --cpus-per-trial / --gpus-per-trial applied (None keeps the file's value)."""
+    if cpu is not None and cpu <= 0:
+        raise FerTuneError(f"--cpus-per-trial {cpu:g}: expected a positive number")
+    if gpu is not None and gpu < 0:
+        raise FerTuneError(f"--gpus-per-trial {gpu:g}: expected 0 or a positive number")
+    updates = {key: value for key, value in (("cpu", cpu), ("gpu", gpu)) if value is not None}
+    return space.model_copy(update={"resources": space.resources.model_copy(update=updates)}) if updates else space
+
+
+def outcome_summary(sweep) -> str:
+    """Counts of completed, stopped and failed trials, the failure reasons, and where the records are."""
+    counts = sweep.trials["status"].value_counts()
+    parts = [f"{counts.get(status, 0)} {status}" for status in ("completed", "stopped early", "failed")]
+    lines = ["trials: " + ", ".join(parts)]
+    failed = sweep.trials[sweep.trials["status"] == "failed"]
+    for reason, group in failed.groupby("error"):
+        lines.append(f"  failed x{len(group)}: {reason}")
+    lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv, leaderboard.md, plots)")
+    return "\n".join(lines)
 
 
 def run_space(
@@ -63,24 +107,87 @@ def run_space(
     resume: bool = False,
     storage: str | Path | None = None,
     track: bool = True,
-    verbose: int = 1,
+    verbose: int = 0,
 ):
-    """Load the data, run the sweep and, with `track`, log it to MLflow and register its best model.
+    """Check, load, run and track one sweep: the one place that wires tracking into a sweep.
 
-    The one place that wires tracking into a sweep (the Tracker's callbacks in, its finish
-    after). Returns (Sweep, Registration or None).
+    Cheap checks first (paths, the sweep's name, the tracking store, Ray and the resources a trial
+    asks for), then the data, then the sweep; with `track`, the Tracker's callbacks go in and its
+    finish (artifacts, the champion) comes after. Returns (Sweep, TrackingOutcome or None).
     """
-    from fer_tune.search.sweep import run_sweep, storage_path, sweep_name
+    from fer_tune.constants import RESULTS_DIR
+    from fer_tune.search.sweep import (
+        check_new,
+        check_resumable,
+        finished,
+        prepare_cluster,
+        run_sweep,
+        storage_path,
+        sweep_name,
+    )
 
+    check_folder(RESULTS_DIR, "results folder")
     storage = storage_path(storage)
+    if "://" not in storage:
+        check_folder(Path(storage), "--storage")
     name = name or sweep_name(space, storage, resume)
+    if resume:
+        check_resumable(name, storage)
+        if finished(name):
+            raise SweepFinished(_finished_message(space, name, track))
+    else:
+        check_new(name, storage)
+    if track:
+        from fer_tune.tracking.store import check_store, tracking_uri
+
+        check_store(tracking_uri(space.mlflow.tracking_uri), write=True)
+    prepare_cluster(space, address)
     data = space.data.load(data_source)
     tracker = _tracker(space, name, data) if track else None
     callbacks = tracker.callbacks() if tracker else []
     sweep = run_sweep(
-        space, data, name=name, address=address, resume=resume, storage=storage, callbacks=callbacks, verbose=verbose
+        space,
+        data,
+        name=name,
+        address=address,
+        resume=resume,
+        storage=storage,
+        callbacks=callbacks,
+        verbose=verbose,
+        data_source=data_source,
     )
     return sweep, (tracker.finish(sweep) if tracker else None)
+
+
+def _finished_message(space, name: str, track: bool) -> str:
+    if track:
+        from fer_tune.tracking.tracker import Tracker
+
+        tracker = Tracker.resume(space, name) if _has_tracking(name) else None
+        if tracker is not None and not tracker.finished:
+            return sync(name)
+    return f"sweep {name} is finished; nothing to resume (see `fer-tune results {name}`); nothing was changed"
+
+
+def _has_tracking(name: str) -> bool:
+    from fer_tune.constants import RESULTS_DIR
+    from fer_tune.tracking.tracker import STATE_FILE
+
+    return (RESULTS_DIR / name / STATE_FILE).is_file()
+
+
+def check_folder(folder: Path, what: str) -> None:
+    """`folder` is (or can be made) a writable folder: checked before any expensive work."""
+    import os
+
+    if folder.exists() and not folder.is_dir():
+        raise FerTuneError(f"{what} {folder}: is a file, expected a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FerTuneError(f"{what} {folder}: cannot create it ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FerTuneError(f"{what} {folder}: not writable")
 
 
 def _tracker(space, name: str, data):
@@ -89,9 +196,33 @@ def _tracker(space, name: str, data):
     return Tracker.for_sweep(space, name, data)
 
 
+def sync(name: str) -> str:
+    """Write a sweep's pending tracking records and finish its tracking (artifacts, the champion)."""
+    from fer_tune.search.sweep import reload_sweep
+    from fer_tune.tracking.store import check_store, tracking_uri
+    from fer_tune.tracking.tracker import Tracker
+
+    sweep = reload_sweep(name)
+    tracker = Tracker.resume(sweep.space, name)
+    if tracker.finished:
+        return f"sweep {name}: nothing pending; its tracking is complete"
+    check_store(tracking_uri(sweep.space.mlflow.tracking_uri), write=True)
+    outcome = tracker.finish(sweep)
+    if outcome.pending:
+        raise FerTuneError(outcome.message)
+    return f"sweep {name}: pending records written; {outcome.message}"
+
+
 def cmd_results(args) -> int:
     from fer_tune.search.results import leaderboard_markdown, load_sweep
 
+    if args.name == "sync":
+        if not args.sweep:
+            raise FerTuneError("results sync: expected the sweep's name (fer-tune results sync NAME)")
+        print(sync(args.sweep))
+        return 0
+    if args.top < 1:
+        raise FerTuneError(f"--top {args.top}: expected a positive number of rows")
     sweep = load_sweep(args.name)
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials")
     print(leaderboard_markdown(sweep.trials, sweep.metric, sweep.mode, args.top))

@@ -24,6 +24,7 @@ from fer_tune.core.config import trial_point
 from fer_tune.errors import FerTuneError
 from fer_tune.search.outcome import STOPPED, Outcome, planned_epochs, trial_outcome
 from fer_tune.search.space import SpaceFile
+from fer_tune.uris import redact
 
 CURVE_COLUMNS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds",
@@ -109,7 +110,9 @@ def trials_frame(records: list[TrialRecord], metric: str, mode: str) -> pd.DataF
     return frame.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
 
 
-def write_results(out_dir: Path, records: list[TrialRecord], space: SpaceFile, data_summary: dict) -> pd.DataFrame:
+def write_results(
+    out_dir: Path, records: list[TrialRecord], space: SpaceFile, data_summary: dict, run: dict | None = None
+) -> pd.DataFrame:
     """Write every table and plot of a sweep into `out_dir`; returns the trials table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(records, space.metric, space.mode)
@@ -122,7 +125,7 @@ def write_results(out_dir: Path, records: list[TrialRecord], space: SpaceFile, d
     header = f"# Sweep `{out_dir.name}` — {space.path}\n\nData: {data_summary['source']}\n\n"
     (out_dir / "leaderboard.md").write_text(header + leaderboard_markdown(trials, space.metric, space.mode) + "\n")
     (out_dir / "sweep.json").write_text(
-        json.dumps({"space": space.model_dump(mode="json"), "data": data_summary}, indent=2)
+        redact(json.dumps({"space": space.model_dump(mode="json"), "data": data_summary, "run": run or {}}, indent=2))
     )
     from fer_tune.search.plots import plot_by_parameter, plot_curves, plot_parallel
 
@@ -173,5 +176,8 @@ def load_sweep(name: str | None = None) -> SavedSweep:
         if not path.is_file():
             known = sorted(p.parent.name for p in RESULTS_DIR.glob("*/trials.csv"))
             raise FerTuneError(f"no sweep named {name!r} in {RESULTS_DIR}/; known: {', '.join(known) or 'none'}")
-    space = json.loads((path.parent / "sweep.json").read_text())["space"]
+    meta = path.parent / "sweep.json"
+    if not meta.is_file():
+        raise FerTuneError(f"{meta}: not found; {path.parent} is not a complete fer-tune results folder")
+    space = json.loads(meta.read_text())["space"]
     return SavedSweep(path.parent.name, pd.read_csv(path), space["metric"], space["mode"])

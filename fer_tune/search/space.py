@@ -15,24 +15,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
-from fer_tune.data import FerDataset, load_dataset
+from fer_tune.data import ExtraSource, FerDataset, load_dataset
 from fer_tune.errors import FerTuneError
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
 
 
+class ExtraSourceConfig(Strict):
+    """One `data.extra` entry: a source all of whose images join train (fer_tune.data.sources)."""
+
+    source: str  # a FER2013 CSV or an image folder
+    classes: dict[str, str] = Field(default_factory=dict)  # its class -> the primary's; same names map themselves
+    drop: tuple[str, ...] = ()  # its classes to leave out (any the primary lacks, unless mapped)
+    drop_leaks: bool = False  # leave out its images that match a primary validation/test image (else warn)
+
+
 class DataConfig(Strict):
-    source: str = "synthetic"  # "synthetic", a FER2013 CSV, or an image folder
+    source: str = "synthetic"  # "synthetic", a FER2013 CSV, or an image folder: the primary (validation, test)
     n: int = Field(30000, ge=70)  # synthetic only: number of images
     seed: int = 0  # synthetic only: generator seed; also the validation carve seed
     val_fraction: float = Field(0.1, gt=0, lt=1)  # carved from train where a source has no validation split
+    extra: tuple[ExtraSourceConfig, ...] = ()  # more sources merged into train only (Pham 2020)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extra_keys(cls, raw: Any) -> Any:
+        # pydantic would answer an unknown key inside a list item with the keys of `data`; name the item's own.
+        extras = raw.get("extra") if isinstance(raw, dict) else None
+        for index, item in enumerate(extras if isinstance(extras, list | tuple) else []):
+            unknown = sorted(set(item) - set(ExtraSourceConfig.model_fields)) if isinstance(item, dict) else []
+            if unknown:
+                valid = ", ".join(ExtraSourceConfig.model_fields)
+                raise ValueError(f"extra[{index}].{unknown[0]}: unknown key; expected one of: {valid}")
+        return raw
 
     def load(self, source: str | None = None) -> FerDataset:
-        """The dataset this section describes (`source`, e.g. from --data, replaces `source`)."""
-        return load_dataset(source or self.source, n=self.n, seed=self.seed, val_fraction=self.val_fraction)
+        """The dataset this section describes (`source`, e.g. from --data, replaces the primary `source`;
+        the `extra` sources still join its train split)."""
+        extra = [ExtraSource(e.source, dict(e.classes), e.drop, e.drop_leaks) for e in self.extra]
+        return load_dataset(
+            source or self.source, n=self.n, seed=self.seed, val_fraction=self.val_fraction, extra=extra
+        )
 
 
 class SearchConfig(Strict):
@@ -52,6 +78,7 @@ class BudgetConfig(Strict):
     num_samples: int = Field(10, ge=1)  # trials (per grid point, for grid axes)
     max_epochs: int = Field(10, ge=1)
     max_concurrent: int | None = Field(None, ge=1)  # None: as many as resources allow
+    max_failures: int = Field(0, ge=0)  # retries of a failed trial from its last checkpoint; 0: none
 
 
 class ResourcesConfig(Strict):
@@ -149,8 +176,9 @@ def load_space(path: str | Path) -> SpaceFile:
         raw = yaml.load(path.read_text(), Loader=StrictLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise FerTuneError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        where = f" line {mark.line + 1}:" if mark else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # PyYAML's own may span lines
+        raise FerTuneError(f"{path}:{where} not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise FerTuneError(f"{path}: expected a mapping of keys (data, budget, space, ...), got {type(raw).__name__}")
     raw = dict(raw)

@@ -18,6 +18,7 @@ business: the caller passes Tune callbacks (the CLI passes MLflow's).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -27,20 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import ray
 from ray import tune
 
 from fer_tune.core.checkpoint import load_checkpoint
 from fer_tune.core.config import GRID_KEY
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
-from fer_tune.search.outcome import EPOCH, outcome_of
+from fer_tune.search.cluster import check_resources, connect_ray
+from fer_tune.search.console import ConsoleReport
+from fer_tune.search.pruners import TIME_ATTR, build_pruner
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import define_by_run, grid_points
-from fer_tune.search.space import SpaceFile
+from fer_tune.search.space import SpaceFile, load_space
 from trainables import TRAINABLES
 
-TIME_ATTR = EPOCH  # pruners count our epochs, not Ray's training_iteration
+__all__ = ["TIME_ATTR", "Sweep", "build_pruner", "build_searcher", "run_sweep"]
 
 
 @dataclass
@@ -74,24 +76,27 @@ def run_sweep(
     resume: bool = False,
     storage: str | Path | None = None,
     callbacks: Sequence[tune.Callback] = (),
-    verbose: int = 1,
+    verbose: int = 0,
+    data_source: str | None = None,
 ) -> Sweep:
-    """Run (or with `resume=True` continue) one sweep and write its results folder."""
+    """Run (or with `resume=True` continue) one sweep and write its results folder.
+
+    `data_source` is recorded in sweep.json (where `data` came from, if not the space's own source),
+    so that `results sync` can rebuild the sweep; `verbose` > 0 adds Ray's trial tables.
+    """
     started = time.perf_counter()
     storage = storage_path(storage)
     name = name or sweep_name(space, storage, resume)
     # Per-epoch checkpoints with num_to_keep force frequent experiment snapshots; on local disk they
     # take milliseconds, so Ray's warning about them is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    init_ray(address)
+    prepare_cluster(space, address)
     trainable = tune.with_resources(
         tune.with_parameters(TRAINABLES.get(space.trainable), data=data),  # one put into the object store
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
     if resume:
-        path = f"{storage}/{name}"
-        if not tune.Tuner.can_restore(path):
-            raise FerTuneError(f"--resume: no interrupted sweep at {path}; start one without --resume")
+        path = check_resumable(name, storage)
         # Ray restores the callbacks pickled with the first run (ours look their MLflow runs up again
         # by tag), so `callbacks` only take effect in new sweeps.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -99,27 +104,94 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(space),
-            tune_config=_tune_config(space),
-            run_config=_run_config(space, name, storage, [TrialSummary(space), *callbacks], verbose),
+            tune_config=_tune_config(space, f"{storage}/{name}"),
+            run_config=_run_config(space, name, storage, [_console(space, storage, name), *callbacks], verbose),
         )
     result_grid = tuner.fit()
     if _interrupted(result_grid, space):
         raise FerTuneError(
             f"sweep {name} interrupted; continue it with: fer-tune run {space.path} --resume --name {name}"
         )
+    run = {"storage": storage, "data_source": data_source}
+    return _sweep(name, space, data, result_grid, time.perf_counter() - started, run)
+
+
+def _sweep(name: str, space: SpaceFile, data: FerDataset, result_grid, seconds: float, run: dict) -> Sweep:
     records = [TrialRecord.from_result(result, space) for result in result_grid]
     out_dir = RESULTS_DIR / name
-    trials = write_results(out_dir, records, space, data.summary())
-    best = _best(records, space)
-    return Sweep(name, space, data, trials, records, best, out_dir, time.perf_counter() - started, result_grid)
+    trials = write_results(out_dir, records, space, data.summary(), run)
+    return Sweep(name, space, data, trials, records, _best(records, space), out_dir, seconds, result_grid)
 
 
-def _tune_config(space: SpaceFile) -> tune.TuneConfig:
+def reload_sweep(name: str) -> Sweep:
+    """A finished sweep rebuilt from results/<name>/sweep.json and Ray's storage (for `results sync`).
+
+    The space is read again from its file where it still exists (the copy in sweep.json has no
+    passwords), the data is loaded again, and the results folder is rewritten identically.
+    """
+    meta_file = RESULTS_DIR / name / "sweep.json"
+    if not meta_file.is_file():
+        raise FerTuneError(f"{meta_file}: not found; sweep {name} has not finished (resume it with --resume)")
+    meta = json.loads(meta_file.read_text())
+    saved = meta["space"]
+    space = load_space(saved["path"]) if Path(saved["path"]).is_file() else SpaceFile.model_validate(saved)
+    run = meta.get("run") or {}
+    storage = run.get("storage") or storage_path(None)
+    data = space.data.load(run.get("data_source"))
+    result_grid = tune.ResultGrid(tune.ExperimentAnalysis(f"{storage}/{name}"))
+    return _sweep(name, space, data, result_grid, 0.0, run)
+
+
+def check_new(name: str, storage: str) -> None:
+    """A new sweep may not reuse a name: it would overwrite the old one's tables and merge their runs."""
+    taken = [str(p) for p in (RESULTS_DIR / name, Path(storage) / name) if "://" not in str(p) and p.exists()]
+    if taken:
+        raise FerTuneError(
+            f"--name {name}: a sweep of that name exists already ({', '.join(taken)}); continue it with "
+            f"--resume --name {name}, or choose another --name"
+        )
+
+
+def check_resumable(name: str, storage: str) -> str:
+    """The experiment folder of an interrupted sweep `name`, or a one-line error."""
+    path = f"{storage}/{name}"
+    if not tune.Tuner.can_restore(path):
+        raise FerTuneError(f"--resume: no interrupted sweep at {path}; start one without --resume")
+    return path
+
+
+def finished(name: str) -> bool:
+    """Whether sweep `name` ran to its end and wrote its results (a --resume then has nothing to run)."""
+    return (RESULTS_DIR / name / "sweep.json").is_file()
+
+
+def prepare_cluster(space: SpaceFile, address: str | None) -> None:
+    """Start or join Ray (in bounded time) and check that one trial's request fits on a node of it."""
+    cluster = connect_ray(address)
+    check_resources(space.resources.cpu, space.resources.gpu, cluster)
+    cuda = [p for p in space.space if p.name == "device" and any(str(v).startswith("cuda") for v in p.values)]
+    if cuda and space.resources.gpu == 0:
+        raise FerTuneError(
+            f"{space.path}: space.device: {cuda[0].values[0]!r} needs a GPU, but each trial asks for none "
+            "(resources.gpu: 0); use device auto, or --gpus-per-trial"
+        )
+
+
+def total_trials(space: SpaceFile) -> int:
+    per_sample = len(grid_points(space)) if space.search.algorithm == "grid" else 1
+    return per_sample * space.budget.num_samples
+
+
+def _console(space: SpaceFile, storage: str, name: str) -> ConsoleReport:
+    return ConsoleReport(space, total_trials(space), error_root=f"{storage}/{name}")
+
+
+def _tune_config(space: SpaceFile, experiment: str) -> tune.TuneConfig:
     return tune.TuneConfig(
         metric=space.metric,
         mode=space.mode,
         search_alg=build_searcher(space),
-        scheduler=build_pruner(space),
+        scheduler=build_pruner(space, state_dir=experiment),
         num_samples=space.budget.num_samples,
         max_concurrent_trials=space.budget.max_concurrent,
         trial_dirname_creator=trial_dirname,
@@ -137,6 +209,8 @@ def _run_config(space: SpaceFile, name: str, storage: str, callbacks: list, verb
             checkpoint_score_attribute=space.metric,
             checkpoint_score_order=space.mode,
         ),
+        # Retry a failed trial from its last checkpoint (budget.max_failures; 0, the default, never retries).
+        failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
     )
 
 
@@ -157,39 +231,10 @@ def build_searcher(space: SpaceFile):
     return OptunaSearch(space=define_by_run(space), metric=space.metric, mode=space.mode, sampler=sampler)
 
 
-def build_pruner(space: SpaceFile):
-    """Ray Tune's trial scheduler for the space's `pruner:`."""
-    from ray.tune import schedulers
-
-    config = space.pruner
-    max_t = space.budget.max_epochs
-    if config.name == "asha":
-        grace = min(config.grace_period, max_t)
-        return schedulers.ASHAScheduler(
-            time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=config.reduction_factor
-        )
-    if config.name == "hyperband":
-        return schedulers.HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_t, reduction_factor=config.reduction_factor)
-    if config.name == "median":
-        return schedulers.MedianStoppingRule(time_attr=TIME_ATTR, grace_period=config.grace_period)
-    return schedulers.FIFOScheduler()
-
-
 def _param_space(space: SpaceFile) -> dict:
     if space.search.algorithm == "grid":
         return {GRID_KEY: tune.grid_search(grid_points(space))}
     return {}  # Optuna's define-by-run function is the space
-
-
-def init_ray(address: str | None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start local Ray sized to this machine."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":
-        ray.init(address=address)  # fer-tune must be installed on every node (see README)
-    else:  # "local" starts a new instance even where a `ray start` cluster runs on this machine
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
 
 
 def storage_path(storage: str | Path | None) -> str:
@@ -222,10 +267,9 @@ def _interrupted(result_grid, space: SpaceFile) -> bool:
     state it saved on the interrupt (the one --resume reads) still holds them as RUNNING or PENDING,
     and samples the searcher had not proposed yet are missing altogether.
     """
-    per_sample = len(grid_points(space)) if space.search.algorithm == "grid" else 1
     saved = tune.ExperimentAnalysis(result_grid.experiment_path).trials
     unfinished = [t for t in saved if t.status not in ("TERMINATED", "ERROR")]
-    return bool(unfinished) or len(saved) < per_sample * space.budget.num_samples
+    return bool(unfinished) or len(saved) < total_trials(space)
 
 
 def _best(records: list[TrialRecord], space: SpaceFile) -> TrialRecord | None:
@@ -234,21 +278,3 @@ def _best(records: list[TrialRecord], space: SpaceFile) -> TrialRecord | None:
         return None
     pick = max if space.mode == "max" else min
     return pick(scored, key=lambda r: r.best_metric)
-
-
-class TrialSummary(tune.Callback):
-    """Prints one line per finished trial: its outcome, epochs and metric."""
-
-    def __init__(self, space: SpaceFile):
-        self.metric, self.max_epochs = space.metric, space.budget.max_epochs
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        value = (trial.last_result or {}).get(self.metric)
-        shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
-        print(
-            f"[fer-tune] trial {trial.trial_id} {outcome_of(trial, self.max_epochs).describe()}: {self.metric} {shown}",
-            flush=True,
-        )
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"[fer-tune] trial {trial.trial_id} failed: see {trial.local_path}/error.txt", flush=True)

@@ -13,41 +13,46 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric
 from ray import tune
 
 from fer_tune.core.config import make_train_config, trial_point
 from fer_tune.errors import FerTuneError
 from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, outcome_of
 from fer_tune.search.results import CURVE_COLUMNS
-from fer_tune.tracking.runs import INTERRUPTED_TAG, SweepRuns
+from fer_tune.tracking.runs import INTERRUPTED_TAG
+from fer_tune.tracking.writer import TrackingWriter
 
 METRICS = [c for c in CURVE_COLUMNS if c != "epoch"]  # logged per epoch, step = epoch
 
 
 class MlflowCallback(tune.Callback):
-    """Logs every trial of a sweep as a child run of the sweep's parent run (see the module docstring)."""
+    """Logs every trial of a sweep as a child run of the sweep's parent run (see the module docstring).
 
-    def __init__(self, runs: SweepRuns, max_epochs: int):
-        self.runs, self.max_epochs = runs, max_epochs
+    Each event becomes a plain record for the `TrackingWriter`, which writes it at once or, while
+    the store is unreachable, keeps it on disk and writes it later: an outage never stops a sweep.
+    """
+
+    def __init__(self, writer: TrackingWriter, max_epochs: int):
+        self.writer, self.max_epochs = writer, max_epochs
         self.total_samples: int | None = None
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
         self.total_samples = total_num_samples
-        self.runs.reopen(self.runs.parent())  # a resumed sweep continues in its first parent run
+        self.writer.flush()  # a resumed sweep first writes what an earlier outage left pending
+        self.writer.write({"kind": "sweep_open"})  # a resumed sweep continues in its first parent run
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.runs.reopen(self._child(trial))
+        self.writer.write({"kind": "trial_open", **self._trial(trial), "params": self._params(trial)})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        values = {key: float(result[key]) for key in METRICS if key in result}
         step, now = int(result.get(EPOCH, 0)), int(time.time() * 1000)
-        metrics = [Metric(key, float(result[key]), now, step) for key in METRICS if key in result]
-        self.runs.client.log_batch(self._child(trial), metrics=metrics)
+        self.writer.write({"kind": "metrics", **self._trial(trial), "step": step, "time": now, "values": values})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         outcome = outcome_of(trial, self.max_epochs)
         tags = {"fer_tune.stopped_at_epoch": outcome.epochs} if outcome.status == STOPPED else {}
-        self.runs.end(self._child(trial), outcome.mlflow_status, **tags)
+        self.writer.write({"kind": "trial_end", **self._trial(trial), "status": outcome.mlflow_status, "tags": tags})
 
     def on_trial_error(self, iteration, trials, trial, **info):
         # Ray writes error.txt beside the driver first and syncs it to storage later, so read it there.
@@ -55,27 +60,36 @@ class MlflowCallback(tune.Callback):
         text = (local.read_text() if local and local.is_file() else trial.get_error() or "unknown error").strip()
         outcome = outcome_of(trial, self.max_epochs, error=text)
         assert outcome.status == FAILED
-        run_id = self._child(trial)
-        self.runs.client.log_text(run_id, text, "error.txt")
-        self.runs.end(run_id, outcome.mlflow_status, **{"fer_tune.error": outcome.reason})
+        tags = {"fer_tune.error": outcome.reason}
+        self.writer.write(
+            {
+                "kind": "trial_end",
+                **self._trial(trial),
+                "status": outcome.mlflow_status,
+                "tags": tags,
+                "error_text": text,
+            }
+        )
 
     def on_experiment_end(self, trials, **info):
         """Mark runs cut off by Ctrl+C as KILLED and interrupted; --resume reopens them."""
         cut_off = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        interrupted = {INTERRUPTED_TAG: "true"}
         for trial in cut_off:
-            self.runs.end(self._child(trial), "KILLED", **{INTERRUPTED_TAG: "true"})
+            self.writer.write({"kind": "trial_end", **self._trial(trial), "status": "KILLED", "tags": interrupted})
         if cut_off or len(trials) < (self.total_samples or 0):
-            self.runs.end(self.runs.parent(), "KILLED", **{INTERRUPTED_TAG: "true"})
+            self.writer.write({"kind": "sweep_end", "status": "KILLED", "tags": interrupted})
         else:
-            self.runs.end(self.runs.parent(), "FINISHED")
+            self.writer.write({"kind": "sweep_end", "status": "FINISHED"})
 
-    def _child(self, trial) -> str:
-        return self.runs.child(str(trial), "trial", key=trial.trial_id, params=lambda: self._params(trial))
+    @staticmethod
+    def _trial(trial) -> dict:
+        return {"trial": trial.trial_id, "name": str(trial)}
 
     @staticmethod
     def _params(trial) -> dict:
         """The full resolved TrainConfig, so any trial can be re-run from its run alone."""
         try:
-            return make_train_config(trial.config or {}).model_dump()
+            return make_train_config(trial.config or {}).model_dump(mode="json")
         except FerTuneError:  # an invalid point: the trial will fail; keep what it was given
             return dict(trial_point(trial.config or {}))

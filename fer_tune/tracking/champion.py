@@ -73,6 +73,9 @@ class Registration:
 def promote_best(sweep: Sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Registration:
     """Score the sweep's best checkpoint, log it in a nested champion run, register it and set its alias."""
     data, name = sweep.data, sweep.space.mlflow.register_as
+    done = registered_already(runs, name, sweep.name)
+    if done is not None:  # `results sync` after an outage that hit this step, or a re-run of it
+        return done
     state = sweep.best_state()
     config = make_train_config(state["config"], where="best checkpoint")
     model = build_model(config, data.num_classes, data.mean, data.std)
@@ -96,11 +99,37 @@ def promote_best(sweep: Sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Re
         "trial_id": sweep.best.trial_id,
         "classes": ",".join(data.classes),
     }
+    # Only a strictly better score takes the alias: a tie keeps the current champion.
+    alias = CHAMPION if rival is None or scores["accuracy"] > rival[1] else CHALLENGER
+    tags["promotion"] = _comparison(alias, scores["accuracy"], rival)
     for key, value in tags.items():
         runs.client.set_model_version_tag(name, version, key, value)
-    alias = CHAMPION if rival is None or scores["accuracy"] > rival[1] else CHALLENGER
     runs.client.set_registered_model_alias(name, alias, version)
     return Registration(name, version, alias, scores["accuracy"], split_name, run_id, rival)
+
+
+def _comparison(alias: str, accuracy: float, rival: tuple[str, float] | None) -> str:
+    """The promotion decision as recorded on the new version (full precision, read from the metrics)."""
+    if rival is None:
+        return f"{alias}: first version with an accuracy on this data ({accuracy!r})"
+    relation = ">" if accuracy > rival[1] else "<=" if accuracy < rival[1] else "== (a tie keeps the champion)"
+    return f"{alias}: accuracy {accuracy!r} {relation} champion version {rival[0]}'s {rival[1]!r} on this data"
+
+
+def registered_already(runs: SweepRuns, name: str, sweep: str) -> Registration | None:
+    """The version this sweep registered before, if any (finding it by its `sweep` tag keeps this step idempotent)."""
+    try:
+        versions = runs.client.search_model_versions(f"name = '{name}' and tags.sweep = '{sweep}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    if not versions:
+        return None
+    version = versions[0]
+    metrics = runs.client.get_run(version.run_id).data.metrics
+    alias = CHAMPION if CHAMPION in version.aliases else CHALLENGER
+    split = version.tags.get("eval_split", "test")
+    return Registration(name, str(version.version), alias, metrics.get("test_accuracy", float("nan")), split,
+                        version.run_id, None)  # fmt: skip
 
 
 def log_evaluation(runs: SweepRuns, run_id: str, sweep: Sweep, scores: dict, split: Split, meta: dict) -> None:
@@ -153,7 +182,8 @@ def current_champion(runs: SweepRuns, name: str, data, split_name: str, split: S
         return None
     tags = current.tags
     if tags.get("data_fingerprint") == data.fingerprint() and tags.get("eval_split") == split_name:
-        return str(current.version), float(tags["test_accuracy"])
+        # the metric, not the tag: the tag is rounded for display, and a rounded rival lets a tie win
+        return str(current.version), runs.client.get_run(current.run_id).data.metrics["test_accuracy"]
     # Measured on other data: score it on ours. Compared by class name, so its class list may differ.
     with tempfile.TemporaryDirectory() as folder:
         local = download_model(f"models:/{name}/{current.version}", runs.uri, folder)

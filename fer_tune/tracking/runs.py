@@ -43,6 +43,10 @@ class SweepRuns:
         self.tags, self.params = tags, params  # the parent's, set when it is created
         self._reset()
 
+    def forget(self) -> None:
+        """Drop the cached client and run ids (after an outage): they are looked up again by tag."""
+        self._reset()
+
     def _reset(self) -> None:
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None

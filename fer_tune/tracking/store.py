@@ -16,17 +16,128 @@ from mlflow import MlflowClient
 
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
+from fer_tune.uris import redact
 
 DEFAULT_DB = RESULTS_DIR / "mlflow.db"
 
 
+PROBE_TIMEOUT_S = 5  # a tracking server answers a search in milliseconds; an absent one must not cost minutes
+SQL_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides SQLite
+# What to `pip install` for the driver module SQLAlchemy could not import (by module name).
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
+                   "MySQLdb": "mysqlclient", "pyodbc": "pyodbc"}  # fmt: skip
+
+
 def tracking_uri(configured: str | None = None) -> str:
-    """MLFLOW_TRACKING_URI, else `configured` (the YAML's), else the SQLite file results/mlflow.db."""
+    """MLFLOW_TRACKING_URI, else `configured` (the YAML's), else the SQLite file results/mlflow.db.
+
+    Nothing is created here: `check_store` makes a store's folder for the commands that write.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     if uri:
         return uri
-    DEFAULT_DB.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{DEFAULT_DB.resolve()}"  # absolute: the store stays put if the cwd changes
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative, or absolute after a 4th slash), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?")[0])
+
+
+def check_store(uri: str, *, write: bool) -> None:
+    """Fail in seconds, in one line, where the store `uri` cannot be used; with `write`, create its folder.
+
+    A read-only command (predict, models list) never creates a store: a missing SQLite file is an error.
+    """
+    shown = redact(uri)
+    database = sqlite_path(uri)
+    if database is not None:
+        _check_sqlite(database, shown, write)
+        return
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
+    if scheme in SQL_SCHEMES:
+        _check_sql_driver(uri, shown)
+    if scheme in ("http", "https"):
+        _check_server(uri, shown)
+    elif scheme == "file" and write:
+        _check_writable_folder(Path(uri.removeprefix("file://")), f"MLflow store {shown}")
+
+
+def _check_sqlite(database: Path, shown: str, write: bool) -> None:
+    if not write:
+        if not database.is_file():
+            raise FerTuneError(
+                f"MLflow store {shown}: no such database; run a sweep first (fer-tune run SPACE.yaml) "
+                "or pass --tracking-uri / MLFLOW_TRACKING_URI"
+            )
+        return
+    _check_writable_folder(database.parent, f"MLflow store {shown}")
+    if database.exists() and not (database.is_file() and os.access(database, os.W_OK)):
+        raise FerTuneError(f"MLflow store {shown}: {database} is not a writable file")
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """`folder` exists (created if need be) and this process may write in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FerTuneError(f"{what}: {folder} is a file, expected a folder") from None
+    except OSError as err:
+        raise FerTuneError(f"{what}: cannot create {folder} ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FerTuneError(f"{what}: {folder} is not writable")
+
+
+def _check_sql_driver(uri: str, shown: str) -> None:
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(uri)  # imports the driver; connects only on first use
+    except ModuleNotFoundError as err:
+        package = DRIVER_PACKAGES.get(err.name or "", err.name)
+        raise FerTuneError(
+            f"MLflow store {shown}: its database driver is not installed (no module {err.name}); pip install {package}"
+        ) from None
+
+
+def _check_server(uri: str, shown: str) -> None:
+    """One request with no retries and a short timeout: MLflow's defaults retry for minutes."""
+    from mlflow.exceptions import MlflowException
+
+    with _http_settings(max_retries=0, timeout=PROBE_TIMEOUT_S):
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        except (MlflowException, OSError) as err:
+            raise FerTuneError(
+                f"MLflow store {shown}: no answer within {PROBE_TIMEOUT_S} s ({_reason(err)}); start the server, "
+                "fix MLFLOW_TRACKING_URI, or run with --no-track"
+            ) from None
+
+
+def _reason(err: Exception) -> str:
+    text = getattr(err, "message", None) or str(err)
+    for known in ("Connection refused", "timed out", "Name or service not known", "401", "403", "404"):
+        if known in text:
+            return known.lower()
+    return redact(text.strip().splitlines()[0])[:120]
+
+
+@contextmanager
+def _http_settings(**values: int):
+    """MLflow's HTTP client settings (MLFLOW_HTTP_REQUEST_<NAME>), for a block; read by it per request."""
+    names = {key: f"MLFLOW_HTTP_REQUEST_{key.upper()}" for key in values}
+    saved = {name: os.environ.get(name) for name in names.values()}
+    os.environ.update({names[key]: str(value) for key, value in values.items()})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def artifacts_dir(uri: str) -> Path | None:

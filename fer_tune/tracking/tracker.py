@@ -2,7 +2,8 @@
 
     tracker = Tracker.for_sweep(space, name, data)
     sweep = run_sweep(space, data, name=name, callbacks=tracker.callbacks())
-    registration = tracker.finish(sweep)             # artifacts, then fer_tune.tracking.champion
+    outcome = tracker.finish(sweep)           # artifacts, then fer_tune.tracking.champion
+    outcome.registration, outcome.pending     # pending: records kept on disk while the store was down
 
 Where: MLFLOW_TRACKING_URI if set, else the space's `mlflow.tracking_uri`, else
 sqlite:///results/mlflow.db; with a SQLite store, artifacts go to mlartifacts/ beside the
@@ -11,21 +12,55 @@ database (results/mlartifacts/). Experiment: `mlflow.experiment`, else the space
 What: the parent run (tag fer_tune.sweep=<name>) holds the search-space file, sweep.json,
 the data summary, the leaderboard, tables and plots; its children are the trials
 (fer_tune.tracking.callback) and the champion (fer_tune.tracking.champion).
+
+Files beside the sweep's results (results/<sweep>/): tracking.json (where the sweep is tracked and
+whether its tracking finished) and, after an outage of the store, mlflow-pending.jsonl (the
+records not written yet; `fer-tune results sync NAME` or --resume writes them).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ray import tune
 
+from fer_tune.constants import RESULTS_DIR
 from fer_tune.data import FerDataset
+from fer_tune.errors import FerTuneError
 from fer_tune.search.space import SpaceFile
 from fer_tune.search.sweep import Sweep
 from fer_tune.tracking.callback import MlflowCallback
 from fer_tune.tracking.champion import Registration, promote_best
 from fer_tune.tracking.runs import SweepRuns
 from fer_tune.tracking.store import tracking_uri
+from fer_tune.tracking.writer import STORE_ERRORS, TrackingWriter
+from fer_tune.uris import redact
+
+STATE_FILE = "tracking.json"
+PENDING_FILE = "mlflow-pending.jsonl"
+# MLflow's HTTP client retries a request 7 times with backoff (about 2 minutes) by default; during a
+# sweep the writer keeps what fails and tries again later, so a request gives up sooner.
+SWEEP_HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+@dataclass
+class TrackingOutcome:
+    registration: Registration | None  # None: no trial scored, or the store could not take it yet
+    pending: int  # records kept on disk, not yet in the store
+    store: str  # the store, as it may be shown (no password)
+    pending_file: Path
+
+    @property
+    def message(self) -> str:
+        if self.pending:
+            return (
+                f"MLflow store {self.store} unreachable: {self.pending} records kept in {self.pending_file}; "
+                f"write them with `fer-tune results sync {self.pending_file.parent.name}` once it is back"
+            )
+        return self.registration.message if self.registration else f"tracked in MLflow store {self.store}"
 
 
 class Tracker:
@@ -33,6 +68,8 @@ class Tracker:
 
     def __init__(self, runs: SweepRuns, space: SpaceFile):
         self.runs, self.space = runs, space
+        self.out_dir = RESULTS_DIR / runs.sweep
+        self.writer = TrackingWriter(runs, self.out_dir / PENDING_FILE)
 
     @classmethod
     def for_sweep(cls, space: SpaceFile, sweep: str, data: FerDataset) -> Tracker:
@@ -55,15 +92,45 @@ class Tracker:
             "budget.max_concurrent": space.budget.max_concurrent,
             "data.source": data.source,
         }
+        for name, value in SWEEP_HTTP_SETTINGS.items():
+            os.environ.setdefault(name, value)
         uri = tracking_uri(space.mlflow.tracking_uri)
-        runs = SweepRuns(uri, space.mlflow.experiment or space.name, sweep, tags, params)
-        return cls(runs, space)
+        tracker = cls(SweepRuns(uri, space.mlflow.experiment or space.name, sweep, tags, params), space)
+        if not tracker._state().get("finished"):
+            tracker._save_state(finished=False)
+        return tracker
+
+    @classmethod
+    def resume(cls, space: SpaceFile, sweep: str) -> Tracker:
+        """The tracker of an earlier run of `sweep`, from its tracking.json (for `results sync`)."""
+        path = RESULTS_DIR / sweep / STATE_FILE
+        if not path.is_file():
+            raise FerTuneError(f"{path}: not found; sweep {sweep} was run with --no-track or did not start")
+        state = json.loads(path.read_text())
+        uri = tracking_uri(space.mlflow.tracking_uri)
+        return cls(SweepRuns(uri, state["experiment"], sweep, state["tags"], state["params"]), space)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._state().get("finished")) and not self.writer.pending
 
     def callbacks(self) -> list[tune.Callback]:
-        return [MlflowCallback(self.runs, self.space.budget.max_epochs)]
+        return [MlflowCallback(self.writer, self.space.budget.max_epochs)]
 
-    def finish(self, sweep: Sweep) -> Registration | None:
-        """Log the results folder to the parent run, then evaluate, log and register the best model."""
+    def finish(self, sweep: Sweep) -> TrackingOutcome:
+        """Write what is pending, log the results folder to the parent run, then evaluate, log and register
+        the best model; while the store is unreachable, keep everything for `results sync`."""
+        pending = self.writer.flush()
+        registration = None
+        if not pending:
+            try:
+                registration = self._finish(sweep)
+                self._save_state(finished=True, registration=registration)
+            except STORE_ERRORS:
+                pending = max(1, self.writer.pending)  # the final step itself is what is pending
+        return TrackingOutcome(registration, pending, redact(self.runs.uri), Path(self.writer.pending_file))
+
+    def _finish(self, sweep: Sweep) -> Registration | None:
         parent = self.runs.parent()
         client = self.runs.client
         client.log_artifacts(parent, str(sweep.out_dir))  # sweep.json, leaderboard, tables, plots
@@ -75,3 +142,19 @@ class Tracker:
         registration = promote_best(sweep, self.runs) if sweep.best is not None else None
         self.runs.end(parent, "FINISHED")
         return registration
+
+    def _state(self) -> dict:
+        path = self.out_dir / STATE_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _save_state(self, finished: bool, registration: Registration | None = None) -> None:
+        state = {
+            "store": redact(self.runs.uri),
+            "experiment": self.runs.experiment,
+            "tags": self.runs.tags,
+            "params": self.runs.params,
+            "finished": finished,
+            "registration": registration.uri if registration else None,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))

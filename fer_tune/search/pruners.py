@@ -1,0 +1,106 @@
+"""The sweep's pruner (Ray Tune's trial scheduler), and ASHA whose rungs survive --resume.
+
+    pruner = build_pruner(space, state_dir="results/ray/quick-20261122-101500")
+
+Ray's `Tuner.restore` brings the trial scheduler back as it was pickled before the first trial
+ran (ray-project/ray#30838): ASHA's rung records are lost, and a resumed sweep stops other
+trials than an uninterrupted one would. `PersistentASHA` writes its state to
+`<experiment>/pruner_state.pkl` after every decision and reads it back when the restored
+sweep starts. A resumed trial re-runs the epochs after its last checkpoint, and Ray's own
+experiment snapshot may lag behind: so a decision already made for (trial, epoch) is replayed,
+and a trial once told to stop is stopped again whatever epoch it reports.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+from ray.tune import schedulers
+
+from fer_tune.search.outcome import EPOCH
+from fer_tune.search.space import SpaceFile
+
+TIME_ATTR = EPOCH  # pruners count our epochs, not Ray's training_iteration
+STATE_FILE = "pruner_state.pkl"
+SEARCH_PROPERTIES = ("_metric", "_mode", "_metric_op")
+
+
+def build_pruner(space: SpaceFile, state_dir: str | Path | None = None):
+    """Ray Tune's trial scheduler for the space's `pruner:`; ASHA persists its state in `state_dir`."""
+    config = space.pruner
+    max_t = space.budget.max_epochs
+    if config.name == "asha":
+        grace = min(config.grace_period, max_t)
+        options = dict(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=config.reduction_factor)
+        if state_dir is None:
+            return schedulers.ASHAScheduler(**options)
+        return PersistentASHA(Path(state_dir) / STATE_FILE, **options)
+    if config.name == "hyperband":
+        return schedulers.HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_t, reduction_factor=config.reduction_factor)
+    if config.name == "median":
+        return schedulers.MedianStoppingRule(time_attr=TIME_ATTR, grace_period=config.grace_period)
+    return schedulers.FIFOScheduler()
+
+
+class PersistentASHA(schedulers.ASHAScheduler):
+    """ASHA that saves its rungs and decisions after each one, and restores them after Tuner.restore."""
+
+    def __init__(self, state_file: Path, **options):
+        super().__init__(**options)
+        self._state_file = str(state_file)
+        self._decisions: dict[tuple[str, int], str] = {}  # (trial id, epoch) -> CONTINUE or STOP
+        self._stopped: set[str] = set()  # trial ids told to stop
+        self._loaded = False
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        self._load()
+        return super().set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller, trial):
+        self._load()
+        if trial.trial_id not in self._trial_info:  # a restored trial keeps its bracket
+            super().on_trial_add(tune_controller, trial)
+            self._save()
+
+    def on_trial_result(self, tune_controller, trial, result):
+        self._load()
+        if trial.trial_id in self._stopped:
+            return self.STOP
+        key = (trial.trial_id, int(result.get(TIME_ATTR, -1)))
+        if key not in self._decisions:  # a resumed trial reporting an epoch again gets the same answer
+            self._decisions[key] = super().on_trial_result(tune_controller, trial, result)
+            if self._decisions[key] == self.STOP:
+                self._stopped.add(trial.trial_id)
+            self._save()
+        return self._decisions[key]
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        self._load()
+        if trial.trial_id in self._trial_info:
+            super().on_trial_complete(tune_controller, trial, result)
+            self._save()
+
+    def on_trial_remove(self, tune_controller, trial):
+        self._load()
+        self._trial_info.pop(trial.trial_id, None)
+        self._save()
+
+    def _save(self) -> None:
+        temporary = f"{self._state_file}.tmp"
+        Path(temporary).parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as file:
+            pickle.dump(self.__dict__, file)
+        os.replace(temporary, self._state_file)  # atomic: a SIGKILL leaves the old state or the new one
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if os.path.isfile(self._state_file):
+            with open(self._state_file, "rb") as file:
+                state = pickle.load(file)  # our own file, written by _save above
+            # metric and mode come from Tune's set_search_properties, which refuses to set them twice
+            kept = {key: value for key, value in state.items() if key not in SEARCH_PROPERTIES}
+            self.__dict__.update({**kept, "_loaded": True})
