@@ -274,6 +274,12 @@ def test_a_trials_outcome_is_judged_by_its_own_epochs(pruner, ray_local, workdir
         assert statuses[trial_id] == ("KILLED" if row["stopped_early"] else "FINISHED"), trial_id
         said = "stopped early at epoch" if row["stopped_early"] else f"completed {row['epochs_run']} epochs"
         assert f"trial {trial_id} {said}" in console
+    if pruner == "none":  # --resume of a finished, tracked sweep re-registers nothing and moves no alias
+        versions = client.search_model_versions("name = 'fer-emotion'")
+        argv = ["run", str(workdir / f"epochs_{pruner}.yaml"), "--resume", "--name", sweep.name]
+        assert main([*argv, "--storage", str(workdir / "ray"), "--data", str(blob_csv)]) == 0
+        assert f"sweep {sweep.name} is finished; nothing to resume" in capsys.readouterr().out
+        assert len(client.search_model_versions("name = 'fer-emotion'")) == len(versions)
 
 
 def test_no_track_writes_results_and_touches_no_store(ray_local, workdir, blob_csv, monkeypatch, capsys):
@@ -286,3 +292,8 @@ def test_no_track_writes_results_and_touches_no_store(ray_local, workdir, blob_c
     assert len(pd.read_csv(workdir / "results" / "u1" / "trials.csv")) == 1
     assert not (workdir / "results" / "mlflow.db").exists() and not (workdir / "results" / "mlartifacts").exists()
     assert "registered" not in capsys.readouterr().out
+    trials_csv = workdir / "results" / "u1" / "trials.csv"
+    before = (trials_csv.read_bytes(), trials_csv.stat().st_mtime_ns)
+    assert main([*argv, "--no-track", "--resume"]) == 0  # a finished sweep: said, and nothing changed
+    assert "sweep u1 is finished; nothing to resume" in capsys.readouterr().out
+    assert (trials_csv.read_bytes(), trials_csv.stat().st_mtime_ns) == before
