@@ -146,3 +146,19 @@ def test_local_ray_listens_on_loopback_only(workdir):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=180)
     assert result.stdout.strip().splitlines()[-1] == "127.0.0.1", result.stderr[-2000:]
+
+
+def test_output_paths_of_data_and_train_are_checked_before_the_work(space_file, capsys):
+    folder = space_file.parent
+    (folder / "afile").write_text("")
+    (folder / "adir").mkdir()
+    cases = [
+        (["data", "synth", "--out", "adir", "--n", "70"], "--out adir: is a folder, expected a file"),
+        (["data", "synth", "--out", "afile/x.csv", "--n", "70"], "--out afile/x.csv: its folder afile: is a file"),
+        (["data", "inspect", "synthetic", "--out", "afile/faces.png"], "its folder afile: is a file"),
+        (["train", "pre.yaml", "--save", "adir"], "--save adir: is a folder, expected a file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        assert message in one_line_error(capsys), argv
+    assert "final:" not in capsys.readouterr().out  # train stopped before training, not after

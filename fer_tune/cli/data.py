@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fer_tune.cli.paths import writable_file
+from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
 
 
@@ -80,8 +82,8 @@ def cmd_data_synth(args) -> int:
 
     if args.n < 70:
         raise FerTuneError(f"--n {args.n}: expected at least 70 images (10 per class)")
+    writable_file(args.out, "--out")
     images, labels, usage = generate_faces(args.n, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_fer2013_csv(args.out, images, labels, usage)
     print(f"wrote {args.n} synthetic faces (seed {args.seed}) to {args.out}")
     return 0
@@ -91,9 +93,8 @@ def cmd_data_inspect(args) -> int:
     from fer_tune.data import load_dataset
     from fer_tune.data.inspect import inspect_dataset
 
+    out = writable_file(args.out or RESULTS_DIR / f"{Path(args.source).stem}_faces.png", "--out")
     data = load_dataset(args.source)
-    out = args.out or Path("results") / f"{Path(args.source).stem}_faces.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
     summary = inspect_dataset(data, out)
     print(f"{summary['source']}: mean {summary['mean']:.4f}, std {summary['std']:.4f}")
     width = max(len(name) for name in summary["classes"])
@@ -129,6 +130,8 @@ def cmd_train(args) -> int:
 
     space = load_space(args.space)
     config = space.default_point(parse_overrides(args.set))
+    if args.save:
+        writable_file(args.save, "--save")  # before training: a run must not end unable to save
     source = args.data or space.data.source
 
     import torch
@@ -154,7 +157,6 @@ def cmd_train(args) -> int:
     print(f"final: epoch {final['epoch']}  " + "  ".join(f"{key} {final[key]:.4f}" for key in shown))
     print(f"best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}")
     if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
         torch.save(final_state["state"].state_dict(), args.save)  # weights_only-loadable: see core.checkpoint
         print(f"saved training state to {args.save}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fer_tune.cli.paths import writable_folder
 from fer_tune.errors import FerTuneError
 
 
@@ -126,10 +127,10 @@ def run_space(
         sweep_name,
     )
 
-    check_folder(RESULTS_DIR, "results folder")
+    writable_folder(RESULTS_DIR, "results folder")
     storage = storage_path(storage)
     if "://" not in storage:
-        check_folder(Path(storage), "--storage")
+        writable_folder(Path(storage), "--storage")
     name = name or sweep_name(space, storage, resume)
     if resume:
         check_resumable(name, storage)
@@ -174,20 +175,6 @@ def _has_tracking(name: str) -> bool:
     from fer_tune.tracking.tracker import STATE_FILE
 
     return (RESULTS_DIR / name / STATE_FILE).is_file()
-
-
-def check_folder(folder: Path, what: str) -> None:
-    """`folder` is (or can be made) a writable folder: checked before any expensive work."""
-    import os
-
-    if folder.exists() and not folder.is_dir():
-        raise FerTuneError(f"{what} {folder}: is a file, expected a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise FerTuneError(f"{what} {folder}: cannot create it ({err.strerror or err})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise FerTuneError(f"{what} {folder}: not writable")
 
 
 def _tracker(space, name: str, data):
