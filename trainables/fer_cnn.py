@@ -7,6 +7,7 @@ copy of the data.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 
@@ -23,6 +24,9 @@ from trainables.registry import TRAINABLES
 def train_fer_cnn(config: dict, data: FerDataset) -> None:
     import ray  # here, not at the top: importing the registry must not start Ray's import
     from ray import tune
+
+    # Ray logs a line per saved checkpoint from every trial; the driver's console reports trials itself.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
     train_config = make_train_config(config, where="trial config")
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
