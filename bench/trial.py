@@ -38,8 +38,9 @@ import torch.nn.functional as F
 
 from bench.common import Recorder, peak_rss_mb, write_readme
 from bench.pipeline import PilImages, seed_loader, seed_transform
+from fer_tune.constants import IMAGE_SIZE
 from fer_tune.core.config import TrainConfig
-from fer_tune.core.models import create_model, list_models
+from fer_tune.core.models import capabilities, create_model, list_models
 from fer_tune.core.training import fit
 from fer_tune.data import load_dataset
 from fer_tune.data.dataset import FerDataset, Split
@@ -277,7 +278,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help=f"{FULL_BATCHES} timed batches per model")
     parser.add_argument("--batches", type=int, help="timed batches per model and loop (overrides --full)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models())
+    # 48 px models by default: the ImageNet backbones at 224 px are bench/models.py's business.
+    native = [m for m in list_models() if capabilities(m).default_input_size == IMAGE_SIZE]
+    parser.add_argument("--models", nargs="+", default=native, choices=list_models())
     parser.add_argument("--seed-workers", type=int, default=SEED_WORKERS)
     parser.add_argument("--compile", action="store_true", help="torch.compile fit's model on CUDA")
     parser.add_argument("--concurrent", type=int, default=CONCURRENT, help="trials sharing the GPU (CUDA only)")

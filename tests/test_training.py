@@ -12,6 +12,7 @@ from fer_tune.core.config import TrainConfig
 from fer_tune.core.metrics import class_weights, confusion_matrix, evaluate, per_class_scores
 from fer_tune.core.optim import OPTIMIZERS, SCHEDULERS
 from fer_tune.core.training import Diverged, fit
+from fer_tune.data.dataset import FerDataset, Split
 from fer_tune.errors import FerTuneError
 
 METRICS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")
@@ -111,9 +112,20 @@ def test_schedules_shape_the_learning_rate(tiny_data):
     assert plateau[0] == 0.01 and min(plateau) < 0.01
 
 
-def test_label_smoothing_class_weights_and_mixup_run(tiny_data):
-    history = fit(TrainConfig(**SMALL, label_smoothing=0.1, class_weights=True, mixup_alpha=0.2, epochs=2), tiny_data)
-    assert all(math.isfinite(m["train_loss"]) for m in history)
+@pytest.mark.parametrize(
+    "option", [{"label_smoothing": 0.2}, {"class_weights": True}, {"mixup_alpha": 0.4}], ids=lambda o: next(iter(o))
+)
+def test_each_loss_option_changes_the_loss(option, tiny_data):
+    """Same seed, same data, one epoch: turning the option on changes the training loss (and it stays finite).
+
+    The train split is made imbalanced (class 1 kept at 4 images) so that inverse-frequency weights are not all 1.
+    """
+    keep = (tiny_data.train.labels != 1) | (torch.arange(len(tiny_data.train)) < 7 * 4)
+    train = Split(tiny_data.train.images[keep], tiny_data.train.labels[keep])
+    data = FerDataset(train, tiny_data.validation, tiny_data.test, tiny_data.classes, "imbalanced blobs")
+    plain = fit(TrainConfig(**SMALL, epochs=1), data)[0]["train_loss"]
+    changed = fit(TrainConfig(**SMALL, epochs=1, **option), data)[0]["train_loss"]
+    assert math.isfinite(changed) and changed != pytest.approx(plain, rel=1e-3), (plain, changed)
 
 
 def test_class_weights_are_inverse_frequency():
@@ -149,14 +161,14 @@ def test_evaluate_confusion_counts_every_image(tiny_data):
 
 
 def test_evaluate_with_flip_tta_scores_what_the_predictor_predicts(tiny_data):
-    """One evaluation function: with flip_tta it averages the mirror image's probabilities as the
+    """One evaluation function: with tta="flip" it averages the mirror image's probabilities as the
     deployed Predictor does, and its loss is the cross-entropy of those averaged probabilities."""
     torch.manual_seed(0)
     model = build_model(TrainConfig(**SMALL), 7, tiny_data.mean, tiny_data.std).eval()
     split = tiny_data.validation
-    result = evaluate(model, split, num_classes=7, flip_tta=True, keep_probabilities=True)
+    result = evaluate(model, split, num_classes=7, tta="flip", keep_probabilities=True)
     with torch.no_grad():
-        expected = Predictor(model, flip_tta=True)(split.images)
+        expected = Predictor(model, tta="flip")(split.images)
     assert torch.allclose(result["probabilities"], expected, atol=1e-6)
     assert result["accuracy"] == pytest.approx((expected.argmax(1) == split.labels).float().mean().item())
     assert result["loss"] == pytest.approx(torch.nn.functional.nll_loss(expected.log(), split.labels).item(), rel=1e-5)

@@ -18,6 +18,13 @@ of tensor ops, every image drawing its own random parameters from one `torch.Gen
     g = torch.Generator(device=images.device).manual_seed(0)
     augmented = augment(images, g)  # float [B, 1, 48, 48] in [0, 1] -> same shape, new tensor
 
+Ten-crop (Khaireddin & Chen 2021, https://arxiv.org/abs/2105.03588): with `tta: tencrop` a model
+trains on random CROP_SIZE crops of each augmented face (`random_crop`, after the strategy, so
+the strategy still sees the whole face) and is scored on the average of its ten views
+(`tta_views`: the four corner crops, the centre crop and their mirror images). The crop is no
+strategy of its own because it changes the image size, which the model and the evaluation
+must agree on: `tta` decides both.
+
 Each strategy reproduces, in distribution, the per-image torchvision v2 pipeline that
 `bench.reference.torchvision_reference(name)` returns (tests/test_augment.py checks this with two-sample
 KS tests); with the same draws it gives the same pixels to float rounding. bench/pipeline.py
@@ -47,6 +54,8 @@ ERASE_P = 0.5  # RandomErasing(): probability of erasing a box
 ERASE_SCALE = (0.02, 0.33)  # box area as a fraction of the image
 ERASE_RATIO = (0.3, 3.3)  # box aspect ratio h / w, drawn log-uniformly
 ERASE_TRIES = 10  # torchvision's attempts at a box that fits
+CROP_SIZE = 40  # Khaireddin & Chen 2021: 40x40 crops of the 48x48 faces, in training and for ten-crop
+TTA_MODES = ("none", "flip", "tencrop")  # test-time views: the image; + its mirror; ten crops
 
 # Sampling matrices (torchvision's `_get_inverse_affine_matrix`) map an output pixel to the
 # input point it reads, in pixels from the image centre, x right, y down. Applying A1's
@@ -270,6 +279,13 @@ def trans10(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return _warp(x, blend, before, after)
 
 
+def check_tta(tta: str) -> str:
+    """`tta` if it is one of TTA_MODES, else a one-line FerTuneError."""
+    if tta not in TTA_MODES:
+        raise FerTuneError(f"unknown tta {tta!r}; expected one of: {', '.join(TTA_MODES)}")
+    return tta
+
+
 def create_augmentation(name: str) -> Augmentation:
     """The batched strategy `name`: (float images [B, 1, H, W] in [0, 1], generator) -> images."""
     return AUGMENTATIONS.get(name)
@@ -277,6 +293,41 @@ def create_augmentation(name: str) -> Augmentation:
 
 def list_augmentations() -> list[str]:
     return AUGMENTATIONS.names()
+
+
+def random_crop(x: torch.Tensor, g: torch.Generator, size: int = CROP_SIZE) -> torch.Tensor:
+    """RandomCrop(size) for every image at once: [B, C, H, W] -> [B, C, size, size], each image's
+    top-left corner uniform over the (H - size + 1) x (W - size + 1) positions, as torchvision draws it."""
+    b, c, h, w = x.shape
+    top = torch.randint(0, h - size + 1, (b, 1), generator=g, device=x.device)
+    left = torch.randint(0, w - size + 1, (b, 1), generator=g, device=x.device)
+    span = torch.arange(size, device=x.device)
+    rows, cols = (top + span)[:, None, :, None], (left + span)[:, None, None, :]  # [B, 1, size, 1], [B, 1, 1, size]
+    batch, channel = torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)
+    return x[batch, channel[None, :, None, None], rows, cols]
+
+
+def tta_views(images: torch.Tensor, tta: str, size: int = CROP_SIZE) -> list[torch.Tensor]:
+    """The test-time views of a batch [B, C, H, W] whose predictions are averaged: `none` the
+    batch itself, `flip` and its mirror image, `tencrop` torchvision's TenCrop(size): the four
+    corner crops and the centre crop of the batch and of its mirror image. Scriptable: the
+    exported Predictor calls it."""
+    if tta == "none":
+        return [images]
+    if tta == "flip":
+        return [images, images.flip(-1)]
+    if tta != "tencrop":
+        raise ValueError("tta: expected none, flip or tencrop")
+    h, w = images.shape[-2], images.shape[-1]
+    top, left = (h - size) // 2, (w - size) // 2  # torchvision rounds (h - size) / 2; equal for even margins
+    views: list[torch.Tensor] = []
+    for view in [images, images.flip(-1)]:
+        views.append(view[..., :size, :size])
+        views.append(view[..., :size, w - size :])
+        views.append(view[..., h - size :, :size])
+        views.append(view[..., h - size :, w - size :])
+        views.append(view[..., top : top + size, left : left + size])
+    return views
 
 
 def mixup(

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fer_tune.constants import IMAGE_SIZE
 from fer_tune.core import augment, models, optim
 from fer_tune.errors import FerTuneError
 
@@ -45,8 +47,12 @@ class TrainConfig(Strict):
     padding: Literal[0, 1, "auto"] = 1  # auto = (kernel_size - 1) // 2: Tandon 2020's 2x2/pad 0 and 3x3/pad 1 pairs
     dropout: float = Field(0.25, ge=0, lt=1)
     width: float = Field(1.0, gt=0)  # channel multiplier
-    pretrained: bool = False  # ImageNet weights, ResNets only
-    freeze_depth: int = Field(0, ge=0)  # ResNets only: freeze the stem and the first stages
+    # transfer learning: which models take these, and in which range, is each model's `Capabilities`
+    pretrained: bool = False  # ImageNet weights from the local torch hub cache (never downloaded)
+    freeze_depth: int = models.ALL_BLOCKS  # the backbone's last blocks that train: 0 = head only, -1 = all
+    input_size: int | None = None  # side the backbone runs at, resized inside the model; None = the model's default
+    dense_units: int = Field(0, ge=0)  # an extra dense layer (ReLU, dropout) before the classifier; 0 = none
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1)  # the backbone trains at lr x this (the head at lr)
     # data and augmentation
     augmentation: str = "trans4"  # Tandon 2020's best strategy at 60 epochs
     mixup_alpha: float = Field(0.0, ge=0)  # 0 disables mixup
@@ -73,11 +79,22 @@ class TrainConfig(Strict):
     amp: bool = True  # bf16 autocast, CUDA only
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the model (CUDA; compile time pays off on long runs)
+    # evaluation: every epoch's validation, the champion's test and the deployed Predictor
+    tta: Literal[augment.TTA_MODES] = "flip"  # test-time views averaged; tencrop also trains on random crops
     eval_batch_size: int = Field(1024, ge=1)
 
     @property
     def resolved_padding(self) -> int:
         return (self.kernel_size - 1) // 2 if self.padding == "auto" else self.padding
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images the model gets: 48, or ten-crop's 40 (it then trains on random 40 px crops)."""
+        return augment.CROP_SIZE if self.tta == "tencrop" else IMAGE_SIZE
+
+    @property
+    def resolved_input_size(self) -> int:
+        return models.resolved_input_size(self.model, self.input_size)
 
     @field_validator("model", "augmentation", "optimizer", "scheduler")
     @classmethod
@@ -87,6 +104,41 @@ class TrainConfig(Strict):
         except FerTuneError as err:  # as ValueError, pydantic adds the key path to the message
             raise ValueError(str(err)) from None
         return value
+
+    # Each value alone, against every model: a space's candidate is checked before its model is known.
+    @field_validator("freeze_depth")
+    @classmethod
+    def _some_model_has_that_depth(cls, value: int) -> int:
+        deepest = max(models.capabilities(name).max_freeze_depth for name in models.list_models())
+        if value != models.ALL_BLOCKS and not 0 <= value <= deepest:
+            raise ValueError(
+                f"expected {models.ALL_BLOCKS} (all) or 0 (head only) to {deepest} trainable last blocks of a backbone"
+            )
+        return value
+
+    @field_validator("input_size")
+    @classmethod
+    def _some_model_runs_at(cls, value: int | None) -> int | None:
+        sizes = sorted({size for name in models.list_models() for size in models.capabilities(name).input_sizes})
+        if value is not None and value not in sizes:
+            raise ValueError(f"expected one of {', '.join(map(str, sizes))}, or null (the model's default)")
+        return value
+
+    @model_validator(mode="after")
+    def _model_takes_its_knobs(self) -> TrainConfig:
+        # The space parser validates each candidate value alone (`TrainConfig(**{name: value})`):
+        # without a model no knob can be judged against one, so the check waits for the point.
+        if "model" not in self.model_fields_set:
+            return self
+        knobs = {**self.model_dump(), "padding": self.resolved_padding}
+        problem = models.knob_problem(self.model, knobs)
+        if problem:
+            key, why = problem
+            error = PydanticCustomError("model_knob", "{why}", {"why": why})
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [InitErrorDetails(type=error, loc=(key,), input=knobs[key])]
+            )
+        return self
 
 
 def trial_point(trial_config: dict[str, Any]) -> dict[str, Any]:

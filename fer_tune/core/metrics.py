@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_tune.core.augment import check_tta, tta_views
 from fer_tune.data.dataset import Split
 
 
@@ -24,21 +25,24 @@ def evaluate(
     *,
     batch_size: int = 1024,
     autocast=None,
-    flip_tta: bool = False,
+    tta: str = "none",
     keep_probabilities: bool = False,
 ) -> dict:
     """Loss, accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of `model` on `split`.
 
-    `model` maps images in [0, 1] to logits. With `flip_tta` each image's probabilities are the
-    mean of its own and its mirror image's (as `Predictor` does), and the loss is taken on that
-    mean. `keep_probabilities` adds them ([N, C], on the CPU) for plots of the mistakes.
+    `model` maps images in [0, 1] to logits. `tta` (fer_tune.core.augment.TTA_MODES): each
+    image's probabilities are the mean over its test-time views, `none` (the image), `flip`
+    (and its mirror image) or `tencrop` (ten 40 px crops, for a model trained on them), as
+    `Predictor` does, and the loss is taken on that mean. `keep_probabilities` adds them
+    ([N, C], on the CPU) for plots of the mistakes.
     """
+    check_tta(tta)
     model.eval()
     autocast = autocast or contextlib.nullcontext()
     log_probabilities = []
     for start in range(0, len(split), batch_size):
         images = split.images[start : start + batch_size].unsqueeze(1).float().div_(255)
-        views = [images, images.flip(-1)] if flip_tta else [images]
+        views = tta_views(images, tta)
         with autocast:
             per_view = torch.stack([model(view).float().log_softmax(1) for view in views])
         # log of the mean probability over the views; exactly log_softmax for a single view

@@ -10,6 +10,10 @@ and read the ones they need, so this module does not depend on the config class:
 
     optimizer = create_optimizer("adamw", model.parameters(), lr=1e-3, weight_decay=0.01)
     schedule = create_schedule("cosine", optimizer, steps_per_epoch=100, epochs=10)
+
+`params` may be parameter groups (dicts with their own "lr", as a transfer model's backbone
+at a lower rate): `lr` is then the rate of groups without one, and every schedule keeps the
+groups' ratio (they scale each group's own rate; OneCycle peaks each group at its own).
 """
 
 from __future__ import annotations
@@ -104,8 +108,10 @@ def cosine(optimizer, /, *, steps_per_epoch: int, epochs: int, **_: Any) -> Sche
 
 @SCHEDULERS.register("onecycle")
 def onecycle(optimizer, /, *, steps_per_epoch: int, epochs: int, lr: float, **_: Any) -> Schedule:
-    """OneCycle with `lr` as the peak learning rate (Smith & Topin 2017)."""
-    scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    """OneCycle with `lr` as the peak learning rate (Smith & Topin 2017); a parameter group with
+    its own rate peaks at that rate."""
+    peaks = [group.get("lr", lr) for group in optimizer.param_groups]
+    scheduler = lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=epochs * steps_per_epoch)
     return Schedule(scheduler, "batch")
 
 

@@ -8,9 +8,11 @@
     history[-1]["val_accuracy"]
 
 The whole dataset is moved to the training device once as uint8; each batch is
-sliced there, scaled to [0, 1], augmented as one batch (fer_tune.core.augment) and
-normalized inside the model. There is no DataLoader: at 48x48 the per-image
-Python pipeline, not the network, is what limits throughput (see bench/).
+sliced there, scaled to [0, 1], augmented as one batch (fer_tune.core.augment), cropped
+at random to 40 px when the config's `tta` is tencrop, and normalized inside the model.
+Validation scores the config's test-time views (`tta`), as the deployed Predictor will.
+There is no DataLoader: at 48x48 the per-image Python pipeline, not the network, is what
+limits throughput (see bench/).
 
 `on_epoch(metrics, state)` is called after every epoch with the metrics named
 train_loss, train_accuracy, val_loss, val_accuracy, val_macro_f1, plus epoch, lr and
@@ -29,9 +31,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fer_tune.core.augment import create_augmentation, mixup
+from fer_tune.core.augment import create_augmentation, mixup, random_crop
 from fer_tune.core.checkpoint import TrainState
-from fer_tune.core.classifier import build_model
+from fer_tune.core.classifier import Normalized, build_model
 from fer_tune.core.config import TrainConfig
 from fer_tune.core.metrics import class_weights, evaluate
 from fer_tune.core.optim import create_optimizer, create_schedule
@@ -65,9 +67,7 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = max(1, len(train) // config.batch_size)
     hyperparameters = config.model_dump()
-    optimizer = create_optimizer(
-        config.optimizer, [p for p in model.parameters() if p.requires_grad], **hyperparameters
-    )
+    optimizer = create_optimizer(config.optimizer, parameter_groups(model, config), **hyperparameters)
     schedule = create_schedule(config.scheduler, optimizer, steps_per_epoch=steps_per_epoch, **hyperparameters)
     state = TrainState(config, model, optimizer, schedule, generator)
     if resume is not None:
@@ -81,7 +81,14 @@ def fit(
         started = time.perf_counter()
         with _out_of_memory_explained(config):
             train_loss, train_accuracy = train_one_epoch(network, train, loss_fn, state, autocast)
-            val = evaluate(network, validation, data.num_classes, batch_size=config.eval_batch_size, autocast=autocast)
+            val = evaluate(
+                network,
+                validation,
+                data.num_classes,
+                batch_size=config.eval_batch_size,
+                autocast=autocast,
+                tta=config.tta,
+            )
         _stop_if_diverged(state.epoch + 1, train_loss=train_loss, val_loss=val["loss"])
         schedule.after_epoch(val["loss"])
         state.epoch += 1
@@ -101,6 +108,21 @@ def fit(
     return state.history
 
 
+def parameter_groups(model: Normalized, config: TrainConfig) -> list[dict]:
+    """The trainable parameters as optimizer groups: the new layers at config.lr first (the lr
+    fit reports), then a transfer model's backbone at lr x backbone_lr_scale, if it trains."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    backbone = getattr(model.net, "backbone", None)
+    if backbone is None or config.backbone_lr_scale == 1.0:
+        return [{"params": trainable}]
+    in_backbone = {id(p) for p in backbone.parameters()}
+    groups = [{"params": [p for p in trainable if id(p) not in in_backbone]}]
+    body = [p for p in trainable if id(p) in in_backbone]
+    if body:
+        groups.append({"params": body, "lr": config.lr * config.backbone_lr_scale})
+    return groups
+
+
 def train_one_epoch(
     model: nn.Module, train: Split, loss_fn: nn.Module, state: TrainState, autocast
 ) -> tuple[float, float]:
@@ -118,6 +140,8 @@ def train_one_epoch(
         images = train.images[index].unsqueeze(1).float().div_(255)
         labels = train.labels[index]
         images = augment(images, generator)
+        if images.shape[-1] != config.image_size:  # ten-crop trains on random crops of the augmented faces
+            images = random_crop(images, generator, config.image_size)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if config.mixup_alpha > 0:

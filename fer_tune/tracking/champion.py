@@ -3,8 +3,8 @@
 Runs on the driver after a sweep (Tracker.finish calls it). The best trial's best checkpoint
 is rebuilt from the config inside it and scored on the test split (the validation split,
 tagged fer_tune.eval_split=validation, where the data has no test split), with
-horizontal-flip test-time augmentation on by default (FLIP_TTA): the registered model does
-the same averaging, so the logged accuracy is the deployed model's.
+the test-time augmentation the trial was configured with (`tta`: flip by default, tencrop, none):
+the registered model does the same averaging, so the logged accuracy is the deployed model's.
 
 Layout: a run named "champion", nested under the sweep's parent run, holds the test metrics
 (test_accuracy, test_macro_f1, per-class precision/recall/F1), evaluation/ plots (confusion
@@ -38,7 +38,6 @@ from fer_tune.tracking.report import plot_confusion, plot_learning_curves, plot_
 from fer_tune.tracking.runs import SweepRuns
 from fer_tune.tracking.store import download_model, fluent_tracking
 
-FLIP_TTA = True  # average each face with its mirror image when testing and in the registered model
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -70,7 +69,7 @@ class Registration:
         )
 
 
-def promote_best(sweep: Sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Registration:
+def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
     """Score the sweep's best checkpoint, log it in a nested champion run, register it and set its alias."""
     data, name = sweep.data, sweep.space.mlflow.register_as
     done = registered_already(runs, name, sweep.name)
@@ -80,10 +79,10 @@ def promote_best(sweep: Sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Re
     config = make_train_config(state["config"], where="best checkpoint")
     model = build_model(config, data.num_classes, data.mean, data.std)
     model.load_state_dict(state["model"])
-    predictor = Predictor(model, flip_tta).eval()
+    predictor = Predictor(model, config.tta).eval()
     split_name, split = ("test", data.test) if data.test is not None else ("validation", data.validation)
-    scores = evaluate(model, split, data.num_classes, flip_tta=flip_tta, keep_probabilities=True)
-    meta = _metadata(sweep, state, config, scores, split_name, flip_tta)
+    scores = evaluate(model, split, data.num_classes, tta=config.tta, keep_probabilities=True)
+    meta = _metadata(sweep, state, config, scores, split_name)
 
     run_id = runs.child("champion", "champion", params=lambda: {"trial_id": sweep.best.trial_id, **config.model_dump()})
     log_evaluation(runs, run_id, sweep, scores, split, meta)
@@ -94,7 +93,7 @@ def promote_best(sweep: Sweep, runs: SweepRuns, flip_tta: bool = FLIP_TTA) -> Re
         "test_macro_f1": f"{scores['macro_f1']:.6f}",
         "data_fingerprint": data.fingerprint(),
         "eval_split": split_name,
-        "flip_tta": str(flip_tta),
+        "tta": config.tta,
         "sweep": sweep.name,
         "trial_id": sweep.best.trial_id,
         "classes": ",".join(data.classes),
@@ -136,7 +135,7 @@ def log_evaluation(runs: SweepRuns, run_id: str, sweep: Sweep, scores: dict, spl
     """Test metrics, tags, plots and the model card into the champion run (test accuracy also on the parent)."""
     client, classes = runs.client, sweep.data.classes
     client.log_batch(run_id, metrics=_metrics(scores, classes))
-    for key in ("eval_split", "flip_tta", "trial_id"):
+    for key in ("eval_split", "tta", "trial_id"):
         client.set_tag(run_id, f"fer_tune.{key}", str(meta[key]))
     client.log_metric(runs.parent(), "test_accuracy", scores["accuracy"])
     with tempfile.TemporaryDirectory() as folder:
@@ -208,7 +207,7 @@ def _metrics(scores: dict, classes) -> list[Metric]:
     return [Metric(key, float(value), 0, 0) for key, value in values.items()]
 
 
-def _metadata(sweep: Sweep, state: dict, config, scores: dict, split_name: str, flip_tta: bool) -> dict:
+def _metadata(sweep: Sweep, state: dict, config, scores: dict, split_name: str) -> dict:
     """What the MLmodel file records about the model: read back by the model card and `predict`."""
     data = sweep.data
     per_class = {
@@ -218,7 +217,7 @@ def _metadata(sweep: Sweep, state: dict, config, scores: dict, split_name: str, 
         "classes": list(data.classes),
         "input": INPUT,
         "output": f"float32 [N, {data.num_classes}] class probabilities, in `classes` order",
-        "flip_tta": flip_tta,
+        "tta": config.tta,
         "eval_split": split_name,
         "metrics": {
             "accuracy": round(scores["accuracy"], 6),
