@@ -1,4 +1,4 @@
-"""Helpers for the MLflow tests: servers on free loopback ports, and Tune's calls into our callback.
+"""Helpers for the MLflow tests: servers on free loopback ports.
 
 Not a test module (pytest collects test_*.py only); the test modules import it by name.
 """
@@ -67,18 +67,3 @@ def with_group(process: subprocess.Popen, sig: int) -> None:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
         pass
-
-
-def tune_trial(trial_id: str, config: dict):
-    """A Ray Tune Trial as the driver holds it (stub=True: no trainable needs registering)."""
-    from ray.tune.experiment import Trial
-
-    return Trial("fer_cnn", config=config, trial_id=trial_id, stub=True)
-
-
-def report(callback, trial, epochs, **metrics) -> None:
-    """What Tune does with each `tune.report` of a trial: update the trial, call on_trial_result."""
-    for epoch in epochs:
-        result = {"epoch": epoch, "val_accuracy": 0.1 * epoch, "train_loss": 2.0 / epoch, **metrics}
-        trial.update_last_result(result)
-        callback.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result)

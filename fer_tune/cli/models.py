@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,6 @@ from pathlib import Path
 from fer_tune.errors import FerTuneError
 
 DEFAULT_MODEL = "models:/fer-emotion@champion"
-MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -136,7 +134,7 @@ def cmd_models_list(args) -> int:
 def cmd_models_download(args) -> int:
     from mlflow.models import Model
 
-    from fer_tune.serving.model import fetch_model
+    from fer_tune.serving.model import MODEL_URI, RegistryEntry, fetch_model, registry_entry
     from fer_tune.tracking.card import CARD_FILE, MLMODEL_FOLDER, TORCHSCRIPT_FILE, model_card
 
     target = args.to / MLMODEL_FOLDER
@@ -154,8 +152,8 @@ def cmd_models_download(args) -> int:
         args.to.mkdir(parents=True, exist_ok=True)
         shutil.copytree(local, target)
     shutil.copy(target / "extra_files" / TORCHSCRIPT_FILE, args.to / TORCHSCRIPT_FILE)
-    name, version, aliases = _registry_entry(args.uri, store)
-    card = model_card(Model.load(str(target)).metadata or {}, name, version, aliases)
+    entry = registry_entry(args.uri, store) if MODEL_URI.fullmatch(args.uri) else RegistryEntry()
+    card = model_card(Model.load(str(target)).metadata or {}, entry.name, entry.version, entry.aliases)
     (args.to / CARD_FILE).write_text(card)
     print(f"wrote {args.uri} to {args.to}/: {MLMODEL_FOLDER}/ (MLflow model), {TORCHSCRIPT_FILE}, {CARD_FILE}")
     return 0
@@ -195,17 +193,3 @@ def _ask(uri: str, request):
     except (MlflowException, OSError) as err:
         reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
         raise FerTuneError(f"MLflow store {uri}: {reason}") from None
-
-
-def _registry_entry(uri: str, store: str) -> tuple[str | None, str | None, list[str]]:
-    """(name, version, aliases) of a models:/ URI; Nones for other URIs."""
-    match = MODEL_URI.fullmatch(uri)
-    if match is None:
-        return None, None, []
-    client = _ask(store, lambda: _client(store))
-    name, alias = match["name"], match["alias"]
-    if alias:
-        entry = _ask(store, lambda: client.get_model_version_by_alias(name, alias))
-    else:
-        entry = _ask(store, lambda: client.get_model_version(name, match["version"]))
-    return name, str(entry.version), sorted(entry.aliases)
