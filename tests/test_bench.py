@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bench import common, pipeline, sweep, trial
+from bench import models as bench_models
 
 
 def figures(out, bench: str) -> dict[str, dict]:
@@ -76,6 +77,15 @@ def test_trial_writes_fit_and_seed_figures(tmp_path):
         assert found[f"basic/cpu/{loop}_images_per_s"]["value"] > 0
         assert found[f"basic/cpu/{loop}_peak_memory"]["unit"] == "MB"
     assert found["basic/cpu/speedup"]["value"] > 0
+
+
+def test_models_writes_size_and_speed_of_a_transfer_model(tmp_path):
+    bench_models.main(["--out", str(tmp_path), "--models", "efficientnet_b0", "--batches", "1"])
+    found = figures(tmp_path, "models")
+    assert found["efficientnet_b0/params"]["value"] > 1e6
+    assert 0 < found["efficientnet_b0/gmacs_48px"]["value"] < found["efficientnet_b0/gmacs_224px"]["value"]
+    for size in (48, 224):
+        assert found[f"efficientnet_b0/cpu/train_images_per_s_{size}px"]["value"] > 0
 
 
 def test_sweep_cli_help_and_not_measured_gpu_figure(tmp_path):

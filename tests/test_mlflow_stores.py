@@ -15,12 +15,17 @@ from fer_tune.cli.sweep import run_space
 from fer_tune.search.space import load_space
 
 
+def mlflow_server(workdir, port: int) -> list[str]:
+    """An `mlflow server` on a loopback port, its store and proxied artifacts in `workdir`."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}"]
+    command += ["--serve-artifacts", "--artifacts-destination", str(workdir / "served")]
+    return command + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
 @pytest.mark.integration
 def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeypatch):
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}"]
-    command += ["--serve-artifacts", "--artifacts-destination", str(workdir / "served")]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = mlflow_server(workdir, port)
     (workdir / "served.yaml").write_text(
         "name: served\npruner: {name: none}\nbudget: {num_samples: 2, max_epochs: 1, max_concurrent: 2}\n"
         "mlflow: {register_as: fer-served}\n"
@@ -63,9 +68,7 @@ def test_a_tracking_server_lost_mid_sweep_loses_nothing(workdir, blob_csv):
     """The server dies after the first epoch is logged: the sweep runs on, results/ gets everything, the
     records MLflow could not take wait on disk, and `results sync` writes them once it is back."""
     port = free_port()
-    server = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}"]
-    server += ["--serve-artifacts", "--artifacts-destination", str(workdir / "served")]
-    server += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    server = mlflow_server(workdir, port)
     (workdir / "outage.yaml").write_text(
         "name: outage\nsearch: {algorithm: grid}\npruner: {name: none}\n"
         "budget: {num_samples: 1, max_epochs: 3, max_concurrent: 1}\nresources: {cpu: 1}\n"

@@ -17,11 +17,13 @@ from fer_tune.core.checkpoint import load_checkpoint, save_checkpoint
 from fer_tune.core.config import make_train_config
 from fer_tune.core.training import fit
 from fer_tune.data.dataset import FerDataset
+from fer_tune.errors import FerTuneError
 from trainables.registry import TRAINABLES
 
 
 @TRAINABLES.register("fer_cnn")
-def train_fer_cnn(config: dict, data: FerDataset) -> None:
+def train_fer_cnn(config: dict, data: FerDataset, unavailable: dict[str, str] | None = None) -> None:
+    """`unavailable`: model -> why its ImageNet weights cannot be loaded, found once by the driver."""
     import ray  # here, not at the top: importing the registry must not start Ray's import
     from ray import tune
 
@@ -29,6 +31,8 @@ def train_fer_cnn(config: dict, data: FerDataset) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
     train_config = make_train_config(config, where="trial config")
+    if train_config.pretrained and train_config.model in (unavailable or {}):
+        raise FerTuneError(unavailable[train_config.model])  # the driver's one line, before any work
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))  # Ray does not bound torch's intra-op threads itself
 

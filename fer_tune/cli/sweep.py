@@ -29,6 +29,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--no-track", dest="track", action="store_false", help="write results/ only; touch no MLflow store"
     )
     run.add_argument("--verbose", action="store_true", help="also print Ray Tune's trial tables")
+    run.add_argument("--smoke", action="store_true", help="2 trials of 1 epoch on CPUs: check a space runs end to end")
     run.set_defaults(handler=cmd_run)
 
     results = commands.add_parser(
@@ -45,6 +46,10 @@ def cmd_run(args) -> int:
     from fer_tune.search.space import load_space, with_budget
 
     space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
+    if args.smoke:
+        from fer_tune.search.space import smoke
+
+        space = smoke(space)
     space = with_resources(space, cpu=args.cpus_per_trial, gpu=args.gpus_per_trial)
     try:
         sweep, tracking = run_space(

@@ -150,6 +150,35 @@ def with_budget(space: SpaceFile, num_samples: int | None = None, max_epochs: in
     return space
 
 
+SMOKE_TRIALS, SMOKE_EPOCHS = 2, 1
+
+
+def smoke(space: SpaceFile) -> SpaceFile:
+    """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning, any grid sampled.
+
+    Every parameter keeps its values, so a smoke run builds the same models the real run would
+    (`fer-tune run SPACE --smoke --data TINY`); only the budget and the epochs shrink.
+    """
+    params = tuple(
+        p.model_copy(update={"kind": "fixed", "values": (SMOKE_EPOCHS,), "default": None})
+        if p.name == "epochs"
+        else p.model_copy(update={"kind": "choice"})
+        if p.kind == "grid"
+        else p
+        for p in space.space
+    )
+    algorithm = "random" if space.search.algorithm == "grid" else space.search.algorithm
+    return space.model_copy(
+        update={
+            "space": params,
+            "search": space.search.model_copy(update={"algorithm": algorithm}),
+            "pruner": PrunerConfig(name="none"),
+            "budget": BudgetConfig(num_samples=SMOKE_TRIALS, max_epochs=SMOKE_EPOCHS, max_concurrent=SMOKE_TRIALS),
+            "resources": ResourcesConfig(cpu=1, gpu=0),
+        }
+    )
+
+
 def check_epochs(space: SpaceFile, where: str) -> None:
     """A trial may not be given more epochs than budget.max_epochs (the pruner's horizon)."""
     param = next((p for p in space.space if p.name == "epochs"), None)

@@ -32,6 +32,7 @@ from ray import tune
 
 from fer_tune.core.checkpoint import load_checkpoint
 from fer_tune.core.config import GRID_KEY
+from fer_tune.core.models import capabilities, check_pretrained_available
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
@@ -91,8 +92,10 @@ def run_sweep(
     # take milliseconds, so Ray's warning about them is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     prepare_cluster(space, address)
+    unavailable = missing_weights(space)
     trainable = tune.with_resources(
-        tune.with_parameters(TRAINABLES.get(space.trainable), data=data),  # one put into the object store
+        # one put into the object store; trials needing missing weights fail at once with the driver's reason
+        tune.with_parameters(TRAINABLES.get(space.trainable), data=data, unavailable=unavailable),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
     if resume:
@@ -175,6 +178,33 @@ def prepare_cluster(space: SpaceFile, address: str | None) -> None:
             f"{space.path}: space.device: {cuda[0].values[0]!r} needs a GPU, but each trial asks for none "
             "(resources.gpu: 0); use device auto, or --gpus-per-trial"
         )
+
+
+def missing_weights(space: SpaceFile) -> dict[str, str]:
+    """The candidate models whose ImageNet weights a trial may ask for but the local cache lacks.
+
+    Checked once here, on the driver (a stat per model): trials that would need them fail at once
+    with this reason, instead of each failing in the middle of building its model. Where no trial
+    could run at all, the sweep is refused before it starts.
+    """
+    pretrained = next((p for p in space.space if p.name == "pretrained"), None)
+    if pretrained is None or True not in pretrained.values:
+        return {}
+    model = next((p for p in space.space if p.name == "model"), None)
+    names = list(model.values) if model is not None and model.kind != "fixed" else [space.default_point().model]
+    missing = {}
+    for name in names:
+        if capabilities(name).pretrained:
+            try:
+                check_pretrained_available(name)
+            except FerTuneError as err:
+                missing[name] = str(err)
+    if missing:
+        for reason in dict.fromkeys(missing.values()):
+            print(f"[fer-tune] warning: {reason}; trials with pretrained: true on it will fail", flush=True)
+        if pretrained.kind == "fixed" and set(names) <= set(missing):
+            raise FerTuneError(f"{space.path}: no trial can run: {next(iter(missing.values()))}")
+    return missing
 
 
 def total_trials(space: SpaceFile) -> int:
