@@ -162,3 +162,20 @@ def test_output_paths_of_data_and_train_are_checked_before_the_work(space_file, 
         assert main(argv) == 1, argv
         assert message in one_line_error(capsys), argv
     assert "final:" not in capsys.readouterr().out  # train stopped before training, not after
+
+
+def test_missing_imagenet_weights_are_found_once_on_the_driver(workdir, monkeypatch, capsys):
+    """A space whose every trial needs weights the cache lacks is refused before any trial; where only
+    some do, the driver warns once and those trials fail at once with the same line."""
+    from fer_tune.search.sweep import missing_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(workdir / "empty-cache"))
+    (workdir / "all.yaml").write_text(SPACE.replace("model: basic", "model: resnet50\n  pretrained: true"))
+    with pytest.raises(FerTuneError, match=r"no trial can run: ImageNet weights for resnet50 not found: expected"):
+        missing_weights(load_space(workdir / "all.yaml"))
+    (workdir / "some.yaml").write_text(
+        SPACE.replace("model: basic", "model: {choice: [resnet50, basic]}\n  pretrained: {choice: [true, false]}")
+    )
+    missing = missing_weights(load_space(workdir / "some.yaml"))
+    assert list(missing) == ["resnet50"] and "on a machine with internet run" in missing["resnet50"]
+    assert capsys.readouterr().out.count("[fer-tune] warning: ImageNet weights for resnet50") == 1

@@ -199,11 +199,10 @@ def missing_weights(space: SpaceFile) -> dict[str, str]:
                 check_pretrained_available(name)
             except FerTuneError as err:
                 missing[name] = str(err)
-    if missing:
-        for reason in dict.fromkeys(missing.values()):
-            print(f"[fer-tune] warning: {reason}; trials with pretrained: true on it will fail", flush=True)
-        if pretrained.kind == "fixed" and set(names) <= set(missing):
-            raise FerTuneError(f"{space.path}: no trial can run: {next(iter(missing.values()))}")
+    if missing and pretrained.kind == "fixed" and set(names) <= set(missing):
+        raise FerTuneError(f"{space.path}: no trial can run: {next(iter(missing.values()))}")
+    for reason in dict.fromkeys(missing.values()):
+        print(f"[fer-tune] warning: {reason}; trials with pretrained: true on it will fail", flush=True)
     return missing
 
 
