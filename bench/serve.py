@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 def register_model(folder: Path, arch: str) -> tuple[str, str]:
     """Run a one-trial tracked sweep in `folder`; the registered model's URI and its store."""
     from fer_tune.cli.sweep import run_space
-    from fer_tune.search.space import load_space
+    from fer_tune.search.sweep_file import load_space
 
     store = f"sqlite:///{folder / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = store  # this process only: the sweep tracks into the temporary store

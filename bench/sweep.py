@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from bench.common import Recorder, write_readme
-from fer_tune.search.space import (
+from fer_tune.search.sweep_file import (
     BudgetConfig,
     DataConfig,
     MlflowConfig,

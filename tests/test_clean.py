@@ -14,7 +14,8 @@ import fer_tune.data.clean as clean
 from fer_tune.cli.main import main
 from fer_tune.constants import EMOTIONS
 from fer_tune.data import load_dataset, write_fer2013_csv
-from fer_tune.data.clean import clean_dataset, find_faces, near_pairs, perceptual_hashes
+from fer_tune.data.clean import clean_dataset, find_faces
+from fer_tune.data.phash import HASH_DISTANCE, near_pairs, perceptual_hashes
 from fer_tune.errors import FerTuneError
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -191,7 +192,7 @@ def test_cli_prints_one_line_and_writes_the_report(face_folder, tmp_path, capsys
 def test_cli_help_states_the_default_hash_distance(capsys):
     with pytest.raises(SystemExit):
         main(["data", "clean", "--help"])
-    assert f"(default {clean.HASH_DISTANCE})" in " ".join(capsys.readouterr().out.split())
+    assert f"(default {HASH_DISTANCE})" in " ".join(capsys.readouterr().out.split())
 
 
 # --- refusals, all before any image is decoded ---------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from fer_tune.core.config import TrainConfig, make_train_config
 from fer_tune.errors import FerTuneError
-from fer_tune.search.space import load_space
+from fer_tune.search.sweep_file import load_space
 
 SPACES = Path(__file__).parent.parent / "search_spaces"
 

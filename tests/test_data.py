@@ -18,9 +18,9 @@ import fer_tune.data.fer2013 as fer2013
 from fer_tune.constants import EMOTIONS, NUM_PIXELS
 from fer_tune.data import load_dataset, write_fer2013_csv
 from fer_tune.data.cache import cache_dir, cached_dataset
+from fer_tune.data.describe import inspect_dataset
 from fer_tune.data.fer2013 import read_fer2013_csv
 from fer_tune.data.folders import read_image_folders
-from fer_tune.data.inspect import inspect_dataset
 from fer_tune.errors import FerTuneError
 
 USAGES = ["Training"] * 28 + ["PublicTest"] * 7 + ["PrivateTest"] * 7  # block order, as in fer2013.csv

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from fer_tune.constants import IMAGE_SIZE
 from fer_tune.data.fer2013 import read_fer2013_csv
 from fer_tune.errors import FerTuneError
-from fer_tune.search.space import SpaceFile, load_space
+from fer_tune.search.sweep_file import SpaceFile, load_space
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

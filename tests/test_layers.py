@@ -74,7 +74,7 @@ def test_importing_core_and_data_leaves_the_heavy_libraries_out():
     code = (
         "import sys\n"
         "import fer_tune.core.training, fer_tune.core.checkpoint, fer_tune.core.classifier, fer_tune.data\n"
-        "import fer_tune.data.inspect, fer_tune.data.synthetic\n"
+        "import fer_tune.data.describe, fer_tune.data.synthetic\n"
         f"print(sorted(set({HEAVY!r}) & {{m.split('.')[0] for m in sys.modules}}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

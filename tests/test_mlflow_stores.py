@@ -12,7 +12,7 @@ from mlflow_helpers import free_port, serving, subprocess_env
 
 from fer_tune.cli.main import main
 from fer_tune.cli.sweep import run_space
-from fer_tune.search.space import load_space
+from fer_tune.search.sweep_file import load_space
 
 
 def mlflow_server(workdir, port: int) -> list[str]:

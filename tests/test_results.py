@@ -3,7 +3,7 @@
 import pandas as pd
 
 from fer_tune.search.results import TrialRecord, leaderboard_markdown, write_results
-from fer_tune.search.space import load_space
+from fer_tune.search.sweep_file import load_space
 
 
 def record(trial_id, params, accuracies, max_epochs=4):

@@ -5,7 +5,7 @@ import pytest
 
 from fer_tune.errors import FerTuneError
 from fer_tune.search.sampling import define_by_run, grid_points
-from fer_tune.search.space import load_space
+from fer_tune.search.sweep_file import load_space
 
 CONDITIONAL = """
 budget: {max_epochs: 7}

@@ -11,7 +11,7 @@ from PIL import Image
 from fer_tune.constants import EMOTIONS
 from fer_tune.data import ExtraSource, load_dataset, write_fer2013_csv
 from fer_tune.errors import FerTuneError
-from fer_tune.search.space import load_space
+from fer_tune.search.sweep_file import load_space
 
 USAGES = ["Training"] * 28 + ["PublicTest"] * 14 + ["PrivateTest"] * 7
 # A JAFFE-like folder: its own class names, one class FER2013 lacks, and only some emotions.

@@ -27,7 +27,7 @@ from fer_tune.cli.main import main
 from fer_tune.cli.sweep import run_space
 from fer_tune.constants import EMOTIONS
 from fer_tune.core.config import TrainConfig
-from fer_tune.search.space import load_space
+from fer_tune.search.sweep_file import load_space
 
 pytestmark = pytest.mark.integration
 

@@ -342,7 +342,7 @@ def test_a_value_no_model_takes_is_refused_alone(field, value, message):
 
 
 def test_a_space_whose_default_point_breaks_the_rule_fails_at_load(tmp_path):
-    from fer_tune.search.space import load_space
+    from fer_tune.search.sweep_file import load_space
 
     path = tmp_path / "space.yaml"
     path.write_text(

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from mlflow_helpers import free_port, serving
 
 from fer_tune.cli.sweep import run_space
-from fer_tune.search.space import load_space
+from fer_tune.search.sweep_file import load_space
 from fer_tune.tracking.store import tracking_uri
 
 pytestmark = pytest.mark.integration

@@ -57,7 +57,7 @@ def registered(tmp_path_factory, blob_csv) -> Registered:
     import ray
 
     from fer_tune.cli.sweep import run_space
-    from fer_tune.search.space import load_space
+    from fer_tune.search.sweep_file import load_space
 
     folder = tmp_path_factory.mktemp("web")
     with pytest.MonkeyPatch.context() as patch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fer_tune.cli import data, models, serve, sweep
+from fer_tune.cli import data, models, serve, sweep, train
 from fer_tune.errors import FerTuneError
 
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fer-tune", description="Hyperparameter search for facial-emotion-recognition CNNs."
     )
     commands = parser.add_subparsers(metavar="COMMAND")
-    data.add_commands(commands)  # data synth|inspect|clean, train
+    data.add_commands(commands)  # data synth|inspect|clean
+    train.add_commands(commands)  # train
     sweep.add_commands(commands)  # run, results [sync]
     models.add_commands(commands)  # ui, models list|download, predict
     serve.add_commands(commands)  # serve: the web page and JSON API

@@ -43,11 +43,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_run(args) -> int:
     from fer_tune.search.results import leaderboard_markdown
-    from fer_tune.search.space import load_space, with_budget
+    from fer_tune.search.sweep_file import load_space, with_budget
 
     space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
     if args.smoke:
-        from fer_tune.search.space import smoke
+        from fer_tune.search.sweep_file import smoke
 
         space = smoke(space)
     space = with_resources(space, cpu=args.cpus_per_trial, gpu=args.gpus_per_trial)

@@ -1,6 +1,6 @@
 """`TrainConfig`: every hyperparameter of one training run, validated.
 
-One config object flows from the search-space YAML (fer_tune.search.space) through the
+One config object flows from the search-space YAML (fer_tune.search.sweep_file) through the
 sampler and Ray Tune into the trial, and is logged whole with every trial, so any trial
 can be re-run from its record alone. Errors are one line naming the key, the bad value
 and the valid ones.

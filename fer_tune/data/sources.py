@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_tune.data.clean import HASH_DISTANCE, near_pairs, perceptual_hashes
 from fer_tune.data.dataset import FerDataset, Split
+from fer_tune.data.phash import HASH_DISTANCE, near_pairs, perceptual_hashes
 from fer_tune.errors import FerTuneError
 
 

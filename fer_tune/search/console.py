@@ -18,7 +18,7 @@ from ray import tune
 
 from fer_tune.core.config import trial_point
 from fer_tune.search.outcome import FAILED, outcome_of
-from fer_tune.search.space import SpaceFile
+from fer_tune.search.sweep_file import SpaceFile
 
 PROGRESS_EVERY_S = 30.0  # in a log file; on a terminal every controller step
 PREFIX = "[fer-tune]"

@@ -20,7 +20,7 @@ from pathlib import Path
 from ray.tune import schedulers
 
 from fer_tune.search.outcome import EPOCH
-from fer_tune.search.space import SpaceFile
+from fer_tune.search.sweep_file import SpaceFile
 
 TIME_ATTR = EPOCH  # pruners count our epochs, not Ray's training_iteration
 STATE_FILE = "pruner_state.pkl"

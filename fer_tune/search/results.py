@@ -23,7 +23,7 @@ from fer_tune.constants import RESULTS_DIR
 from fer_tune.core.config import trial_point
 from fer_tune.errors import FerTuneError
 from fer_tune.search.outcome import STOPPED, Outcome, planned_epochs, trial_outcome
-from fer_tune.search.space import SpaceFile
+from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.uris import redact
 
 CURVE_COLUMNS = (

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fer_tune.errors import FerTuneError
-from fer_tune.search.space import SpaceFile
+from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.search.syntax import Param, quantize
 
 if TYPE_CHECKING:

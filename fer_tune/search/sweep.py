@@ -1,7 +1,7 @@
 """Run a search-space file as a Ray Tune sweep.
 
     from fer_tune.data import load_dataset
-    from fer_tune.search.space import load_space
+    from fer_tune.search.sweep_file import load_space
     from fer_tune.search.sweep import run_sweep
 
     space = load_space("search_spaces/quick.yaml")
@@ -39,8 +39,9 @@ from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
 from fer_tune.search.pruners import TIME_ATTR, build_pruner
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
-from fer_tune.search.sampling import define_by_run, grid_points
-from fer_tune.search.space import SpaceFile, load_space
+from fer_tune.search.sampling import grid_points
+from fer_tune.search.searchers import build_searcher
+from fer_tune.search.sweep_file import SpaceFile, load_space
 from trainables import TRAINABLES
 
 __all__ = ["TIME_ATTR", "Sweep", "build_pruner", "build_searcher", "run_sweep"]
@@ -241,23 +242,6 @@ def _run_config(space: SpaceFile, name: str, storage: str, callbacks: list, verb
         # Retry a failed trial from its last checkpoint (budget.max_failures; 0, the default, never retries).
         failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
     )
-
-
-def build_searcher(space: SpaceFile):
-    algorithm = space.search.algorithm
-    if algorithm == "grid":
-        from ray.tune.search import BasicVariantGenerator
-
-        return BasicVariantGenerator(max_concurrent=space.budget.max_concurrent or 0)
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    sampler = (
-        optuna.samplers.TPESampler(seed=space.search.seed)
-        if algorithm == "optuna"
-        else optuna.samplers.RandomSampler(seed=space.search.seed)
-    )
-    return OptunaSearch(space=define_by_run(space), metric=space.metric, mode=space.mode, sampler=sampler)
 
 
 def _param_space(space: SpaceFile) -> dict:

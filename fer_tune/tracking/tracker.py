@@ -30,8 +30,8 @@ from ray import tune
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
-from fer_tune.search.space import SpaceFile
 from fer_tune.search.sweep import Sweep
+from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.tracking.callback import MlflowCallback
 from fer_tune.tracking.champion import Registration, promote_best
 from fer_tune.tracking.runs import SweepRuns

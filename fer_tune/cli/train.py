@@ -1,0 +1,77 @@
+"""`fer-tune train`: one training run of a space's default point, without Ray."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fer_tune.cli.paths import writable_file
+from fer_tune.errors import FerTuneError
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train a space's default point once, without Ray")
+    train.add_argument("space", type=Path, help="search-space YAML file")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (repeatable)"
+    )
+    train.add_argument("--data", default=None, help="data source overriding the file's data.source")
+    train.add_argument("--save", type=Path, default=None, help="write the final training state (a .pt file)")
+    train.set_defaults(handler=cmd_train)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set lr=0.01 --set model=model2` -> {"lr": 0.01, "model": "model2"}, values typed as YAML."""
+    import yaml
+
+    from fer_tune.core.config import TrainConfig, make_train_config
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise FerTuneError(f"--set {pair}: expected KEY=VALUE")
+        if key not in TrainConfig.model_fields:
+            raise FerTuneError(
+                f"--set {pair}: unknown key {key!r}; expected one of: {', '.join(TrainConfig.model_fields)}"
+            )
+        overrides[key] = yaml.safe_load(value)
+        make_train_config({key: overrides[key]}, where="--set")  # name the flag, not the file, in errors
+    return overrides
+
+
+def cmd_train(args) -> int:
+    from fer_tune.search.sweep_file import load_space
+
+    space = load_space(args.space)
+    config = space.default_point(parse_overrides(args.set))
+    if args.save:
+        writable_file(args.save, "--save")  # before training: a run must not end unable to save
+    source = args.data or space.data.source
+
+    import torch
+    from tqdm import tqdm
+
+    from fer_tune.core.training import fit
+
+    data = space.data.load(source)
+    print(f"data: {data.source} — train {len(data.train)}, validation {len(data.validation)}")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in config.model_dump().items()))
+    final_state = {}
+    with tqdm(total=config.epochs, unit="epoch", desc=config.model) as bar:
+
+        def on_epoch(metrics, state):
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_accuracy']:.3f}")
+            final_state["state"] = state
+
+        history = fit(config, data, on_epoch)
+    best = max(history, key=lambda m: m["val_accuracy"])
+    final = history[-1]
+    shown = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1")
+    print(f"final: epoch {final['epoch']}  " + "  ".join(f"{key} {final[key]:.4f}" for key in shown))
+    print(f"best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}")
+    if args.save:
+        torch.save(final_state["state"].state_dict(), args.save)  # weights_only-loadable: see core.checkpoint
+        print(f"saved training state to {args.save}")
+    return 0
