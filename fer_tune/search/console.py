@@ -17,6 +17,7 @@ import time
 from ray import tune
 
 from fer_tune.core.config import trial_point
+from fer_tune.search.direction import better
 from fer_tune.search.outcome import FAILED, outcome_of
 from fer_tune.search.sweep_file import SpaceFile
 
@@ -47,8 +48,7 @@ class ConsoleReport(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         value = (trial.last_result or {}).get(self.metric)
         if isinstance(value, float) and math.isfinite(value):
-            better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-            self.best = value if better else self.best
+            self.best = value if better(value, self.best, self.mode) else self.best
         shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
         self._say(f"trial {trial.trial_id} {outcome_of(trial, self.max_epochs).describe()}: "
                   f"{self.metric} {shown}  ({self._params(trial)})")  # fmt: skip

@@ -22,6 +22,7 @@ import pandas as pd
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.core.config import trial_point
 from fer_tune.errors import FerTuneError
+from fer_tune.search.direction import best_first, best_label
 from fer_tune.search.outcome import STOPPED, Outcome, planned_epochs, trial_outcome
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.uris import redact
@@ -78,7 +79,7 @@ class TrialRecord:
         values = self.curve[self.metric].dropna()
         if values.empty:
             return None
-        return self.curve.loc[values.idxmax() if self.mode == "max" else values.idxmin()]
+        return self.curve.loc[best_label(values, self.mode)]
 
     @property
     def best_metric(self) -> float | None:
@@ -107,7 +108,7 @@ class TrialRecord:
 
 def trials_frame(records: list[TrialRecord], metric: str, mode: str) -> pd.DataFrame:
     frame = pd.DataFrame([r.row() for r in records])
-    return frame.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+    return frame.sort_values(f"best_{metric}", ascending=best_first(mode), na_position="last").reset_index(drop=True)
 
 
 def write_results(

@@ -37,6 +37,7 @@ from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
+from fer_tune.search.direction import best_of
 from fer_tune.search.pruners import TIME_ATTR, build_pruner
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
@@ -289,5 +290,4 @@ def _best(records: list[TrialRecord], space: SpaceFile) -> TrialRecord | None:
     scored = [r for r in records if r.best_metric is not None]
     if not scored:
         return None
-    pick = max if space.mode == "max" else min
-    return pick(scored, key=lambda r: r.best_metric)
+    return best_of(scored, key=lambda r: r.best_metric, mode=space.mode)
