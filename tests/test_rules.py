@@ -25,3 +25,15 @@ def test_best_agrees_across_helpers():
     frame = pd.DataFrame({"s": [0.3, 0.7, 0.1]})
     assert frame.sort_values("s", ascending=best_first("max"))["s"].iloc[0] == 0.7
     assert frame.sort_values("s", ascending=best_first("min"))["s"].iloc[0] == 0.1
+
+
+def test_interrupted_by_cut_off_or_missing_trials():
+    from types import SimpleNamespace
+
+    from fer_tune.search.outcome import ended, interrupted
+
+    done = [SimpleNamespace(status="TERMINATED"), SimpleNamespace(status="ERROR")]
+    assert all(ended(t) for t in done) and not interrupted(done, total=2)
+    assert interrupted(done, total=3)  # a sample the searcher never proposed
+    assert interrupted([*done, SimpleNamespace(status="PENDING")], total=3)
+    assert not ended(SimpleNamespace(status="RUNNING"))

@@ -94,10 +94,12 @@ def with_resources(space, cpu: float | None, gpu: float | None):
 
 def outcome_summary(sweep) -> str:
     """Counts of completed, stopped and failed trials, the failure reasons, and where the records are."""
+    from fer_tune.search.outcome import FAILED, OUTCOMES
+
     counts = sweep.trials["status"].value_counts()
-    parts = [f"{counts.get(status, 0)} {status}" for status in ("completed", "stopped early", "failed")]
+    parts = [f"{counts.get(status, 0)} {status}" for status in OUTCOMES]
     lines = ["trials: " + ", ".join(parts)]
-    failed = sweep.trials[sweep.trials["status"] == "failed"]
+    failed = sweep.trials[sweep.trials["status"] == FAILED]
     for reason, group in failed.groupby("error"):
         lines.append(f"  failed x{len(group)}: {reason}")
     lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv, leaderboard.md, plots)")

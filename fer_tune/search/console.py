@@ -18,7 +18,7 @@ from ray import tune
 
 from fer_tune.core.config import trial_point
 from fer_tune.search.direction import better
-from fer_tune.search.outcome import FAILED, outcome_of
+from fer_tune.search.outcome import FAILED, ended, outcome_of
 from fer_tune.search.sweep_file import SpaceFile
 
 PROGRESS_EVERY_S = 30.0  # in a log file; on a terminal every controller step
@@ -75,7 +75,7 @@ class ConsoleReport(tune.Callback):
             print(flush=True)  # leave the progress line on screen
 
     def progress(self, trials, elapsed: float) -> str:
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        done = sum(ended(t) for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
         pending = max(0, self.total - done - running)
         best = f"best {self.metric} {self.best:.4f}" if self.best is not None else f"no {self.metric} yet"

@@ -15,6 +15,8 @@ from fer_tune.core.config import trial_point
 
 EPOCH = "epoch"  # the metric fit reports: epochs completed (the pruners' time attribute)
 COMPLETED, STOPPED, FAILED = "completed", "stopped early", "failed"
+OUTCOMES = (COMPLETED, STOPPED, FAILED)  # in the order summaries list them
+RAY_ENDED = ("TERMINATED", "ERROR")  # Ray Tune's states of a trial that ran to its end or failed
 MLFLOW_STATUS = {COMPLETED: "FINISHED", STOPPED: "KILLED", FAILED: "FAILED"}
 
 
@@ -54,6 +56,16 @@ def error_line(error: Any) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     line = lines[-1] if lines else "unknown error"
     return re.sub(r"^(?:\w+\.)+(?=\w+(Error|Exception|Diverged)?: )", "", line)
+
+
+def ended(trial: Any) -> bool:
+    """Whether a Ray Tune trial has ended (rather than running, paused or pending)."""
+    return trial.status in RAY_ENDED
+
+
+def interrupted(trials: list, total: int) -> bool:
+    """Whether a sweep stopped before its end (Ctrl+C): a trial was cut off, or fewer than `total` were started."""
+    return not all(ended(t) for t in trials) or len(trials) < total
 
 
 def outcome_of(trial: Any, max_epochs: int, error: str | None = None) -> Outcome:

@@ -38,6 +38,7 @@ from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
 from fer_tune.search.direction import best_of
+from fer_tune.search.outcome import interrupted
 from fer_tune.search.pruners import TIME_ATTR, build_pruner
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
@@ -281,9 +282,7 @@ def _interrupted(result_grid, space: SpaceFile) -> bool:
     state it saved on the interrupt (the one --resume reads) still holds them as RUNNING or PENDING,
     and samples the searcher had not proposed yet are missing altogether.
     """
-    saved = tune.ExperimentAnalysis(result_grid.experiment_path).trials
-    unfinished = [t for t in saved if t.status not in ("TERMINATED", "ERROR")]
-    return bool(unfinished) or len(saved) < total_trials(space)
+    return interrupted(tune.ExperimentAnalysis(result_grid.experiment_path).trials, total_trials(space))
 
 
 def _best(records: list[TrialRecord], space: SpaceFile) -> TrialRecord | None:

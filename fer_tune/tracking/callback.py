@@ -17,7 +17,7 @@ from ray import tune
 
 from fer_tune.core.config import make_train_config, trial_point
 from fer_tune.errors import FerTuneError
-from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, outcome_of
+from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, ended, interrupted, outcome_of
 from fer_tune.search.results import CURVE_COLUMNS
 from fer_tune.tracking.runs import INTERRUPTED_TAG
 from fer_tune.tracking.writer import TrackingWriter
@@ -73,12 +73,12 @@ class MlflowCallback(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         """Mark runs cut off by Ctrl+C as KILLED and interrupted; --resume reopens them."""
-        cut_off = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        interrupted = {INTERRUPTED_TAG: "true"}
-        for trial in cut_off:
-            self.writer.write({"kind": "trial_end", **self._trial(trial), "status": "KILLED", "tags": interrupted})
-        if cut_off or len(trials) < (self.total_samples or 0):
-            self.writer.write({"kind": "sweep_end", "status": "KILLED", "tags": interrupted})
+        tags = {INTERRUPTED_TAG: "true"}
+        for trial in trials:
+            if not ended(trial):
+                self.writer.write({"kind": "trial_end", **self._trial(trial), "status": "KILLED", "tags": tags})
+        if interrupted(trials, self.total_samples or 0):
+            self.writer.write({"kind": "sweep_end", "status": "KILLED", "tags": tags})
         else:
             self.writer.write({"kind": "sweep_end", "status": "FINISHED"})
 
