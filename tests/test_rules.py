@@ -37,3 +37,17 @@ def test_interrupted_by_cut_off_or_missing_trials():
     assert interrupted(done, total=3)  # a sample the searcher never proposed
     assert interrupted([*done, SimpleNamespace(status="PENDING")], total=3)
     assert not ended(SimpleNamespace(status="RUNNING"))
+
+
+def test_one_pixel_scale_for_training_evaluation_and_the_deployed_predictor():
+    import torch
+
+    from fer_tune.constants import PIXEL_MAX
+    from fer_tune.data.dataset import unit_scale
+
+    stored = torch.tensor([0, 51, PIXEL_MAX], dtype=torch.uint8)
+    given = stored.float()
+    assert torch.equal(unit_scale(stored), torch.tensor([0.0, 0.2, 1.0]))
+    assert torch.equal(unit_scale(given), unit_scale(stored)) and given[2] == PIXEL_MAX  # the input is left as it was
+    scripted = torch.jit.script(unit_scale)  # the Predictor is exported as TorchScript
+    assert torch.equal(scripted(stored), unit_scale(stored))
