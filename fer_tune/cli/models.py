@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from fer_tune.errors import FerTuneError
+from fer_tune.uris import redact
 
 DEFAULT_MODEL = "models:/fer-emotion@champion"
 
@@ -82,7 +83,7 @@ def cmd_ui(args) -> int:
 
     uri = _store(args)
     if uri.startswith(("http://", "https://")):
-        print(f"{uri} is an MLflow server already: open it in a browser")
+        print(f"{redact(uri)} is an MLflow server already: open it in a browser")
         return 0
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     command += ["--host", args.host, "--port", str(args.port), "--workers", "1"]  # a UI for one person
@@ -92,7 +93,7 @@ def cmd_ui(args) -> int:
     # MLflow's server also forks a job runner for GenAI features (LLM judges); it halves the
     # startup time on a small machine to leave it out, and training runs never use it.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    print(f"MLflow UI for {redact(uri)} on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
     os.execv(sys.executable, command)  # the server replaces this process: signals reach it directly
 
 
@@ -105,9 +106,11 @@ def cmd_models_list(args) -> int:
     models = _ask(uri, lambda: client.search_registered_models(filter_string=query))
     if args.name and not models:
         known = [m.name for m in _ask(uri, client.search_registered_models)]
-        raise FerTuneError(f"no registered model named {args.name!r} in {uri}; known: {', '.join(known) or 'none'}")
+        raise FerTuneError(
+            f"no registered model named {args.name!r} in {redact(uri)}; known: {', '.join(known) or 'none'}"
+        )
     if not models:
-        print(f"no registered models in {uri}: `fer-tune run SPACE.yaml` registers the best model of a sweep")
+        print(f"no registered models in {redact(uri)}: `fer-tune run SPACE.yaml` registers the best model of a sweep")
         return 0
     for model in models:
         aliases: dict[str, list[str]] = {}
@@ -192,4 +195,4 @@ def _ask(uri: str, request):
         return request()
     except (MlflowException, OSError) as err:
         reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
-        raise FerTuneError(f"MLflow store {uri}: {reason}") from None
+        raise FerTuneError(redact(f"MLflow store {uri}: {reason}")) from None

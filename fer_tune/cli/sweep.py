@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fer_tune.cli.paths import writable_folder
 from fer_tune.errors import FerTuneError
+from fer_tune.names import check_name
 
 
 class SweepFinished(FerTuneError):
@@ -134,6 +135,8 @@ def run_space(
         sweep_name,
     )
 
+    if name is not None:
+        check_name(name, "--name")
     writable_folder(RESULTS_DIR, "results folder")
     storage = storage_path(storage)
     if "://" not in storage:
@@ -213,10 +216,13 @@ def cmd_results(args) -> int:
     if args.name == "sync":
         if not args.sweep:
             raise FerTuneError("results sync: expected the sweep's name (fer-tune results sync NAME)")
+        check_name(args.sweep, "results sync NAME")
         print(sync(args.sweep))
         return 0
     if args.top < 1:
         raise FerTuneError(f"--top {args.top}: expected a positive number of rows")
+    if args.name is not None:
+        check_name(args.name, "results NAME")
     sweep = load_sweep(args.name)
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials")
     print(leaderboard_markdown(sweep.trials, sweep.metric, sweep.mode, args.top))

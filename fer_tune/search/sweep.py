@@ -44,6 +44,7 @@ from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
 from fer_tune.search.searchers import build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
+from fer_tune.uris import redact
 from trainables import TRAINABLES
 
 __all__ = ["TIME_ATTR", "Sweep", "build_pruner", "build_searcher", "run_sweep"]
@@ -162,7 +163,7 @@ def check_resumable(name: str, storage: str) -> str:
     """The experiment folder of an interrupted sweep `name`, or a one-line error."""
     path = f"{storage}/{name}"
     if not tune.Tuner.can_restore(path):
-        raise FerTuneError(f"--resume: no interrupted sweep at {path}; start one without --resume")
+        raise FerTuneError(f"--resume: no interrupted sweep at {redact(path)}; start one without --resume")
     return path
 
 
@@ -215,7 +216,7 @@ def total_trials(space: SpaceFile) -> int:
 
 
 def _console(space: SpaceFile, storage: str, name: str) -> ConsoleReport:
-    return ConsoleReport(space, total_trials(space), error_root=f"{storage}/{name}")
+    return ConsoleReport(space, total_trials(space), error_root=redact(f"{storage}/{name}"))
 
 
 def _tune_config(space: SpaceFile, experiment: str) -> tune.TuneConfig:

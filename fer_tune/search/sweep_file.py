@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
 from fer_tune.data import ExtraSource, FerDataset, load_dataset
 from fer_tune.errors import FerTuneError
+from fer_tune.names import check_name, check_space_name
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
 
@@ -86,10 +87,23 @@ class ResourcesConfig(Strict):
     gpu: float = Field(0, ge=0)  # per trial; fractions pack several trials on one GPU
 
 
+def _named(value: Any, check) -> str:
+    """A name checked by fer_tune.names, its FerTuneError as pydantic's ValueError (the key is added there)."""
+    try:
+        return check(value, "name")
+    except FerTuneError as err:
+        raise ValueError(str(err).removeprefix("name: ")) from None
+
+
 class MlflowConfig(Strict):
     tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite:///results/mlflow.db
     experiment: str | None = None  # default: the space's name
     register_as: str = "fer-emotion"
+
+    @field_validator("experiment", "register_as")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        return None if value is None else _named(value, check_name)
 
 
 class SpaceFile(Strict):
@@ -107,6 +121,11 @@ class SpaceFile(Strict):
     mlflow: MlflowConfig = MlflowConfig()
     space: tuple[Param, ...] = ()
     path: str = "<memory>"  # where it was loaded from, for error messages
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, value: Any) -> str:
+        return _named(value, check_space_name)
 
     @field_validator("trainable")
     @classmethod
@@ -214,7 +233,9 @@ def load_space(path: str | Path) -> SpaceFile:
     for old, hint in RENAMED_KEYS.items():
         if old in raw:
             raise FerTuneError(f"{path}: {old}: renamed; {hint}")
-    raw.setdefault("name", path.stem)
+    if "name" not in raw:
+        check_space_name(path.stem, f"{path}: name (none given, so the file's name)")
+        raw["name"] = path.stem
     space = parse_space(raw.pop("space", None) or {}, where=str(path))
     try:
         spec = SpaceFile(**raw, space=space, path=str(path))

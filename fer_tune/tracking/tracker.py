@@ -135,7 +135,9 @@ class Tracker:
         client = self.runs.client
         client.log_artifacts(parent, str(sweep.out_dir))  # sweep.json, leaderboard, tables, plots
         if Path(self.space.path).is_file():
-            client.log_artifact(parent, self.space.path, "space")
+            # a copy without credentials: the file may hold a tracking URI with a password or token
+            text = redact(Path(self.space.path).read_text(encoding="utf-8", errors="replace"))
+            client.log_text(parent, text, f"space/{Path(self.space.path).name}")
         client.log_dict(parent, sweep.data.summary(), "data_summary.json")
         if sweep.best is not None:
             client.log_metric(parent, f"best_{self.space.metric}", sweep.best.best_metric)
@@ -157,4 +159,4 @@ class Tracker:
             "registration": registration.uri if registration else None,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
+        (self.out_dir / STATE_FILE).write_text(redact(json.dumps(state, indent=2, default=str)))
