@@ -74,10 +74,10 @@ def test_a_sweep_prints_only_fer_tune_lines(tmp_path, blob_csv):
     lines = [line for line in output.splitlines() if line.strip()]
     summary = next(i for i, line in enumerate(lines) if line.startswith("sweep console-"))
     own = lines[:summary]
-    assert all(line.startswith(PREFIX) for line in own), "\n".join(l for l in own if not l.startswith(PREFIX))
+    assert all(line.startswith(PREFIX) for line in own), "\n".join(x for x in own if not x.startswith(PREFIX))
     leftover = [line for line in lines[summary:] if not line.startswith((*SUMMARY, PREFIX))]
     # the tracking lines: the registration message and the hint to browse it
-    assert len(leftover) <= 3 and all("fer-console" in l or "fer-tune ui" in l for l in leftover), leftover
+    assert len(leftover) <= 3 and all("fer-console" in x or "fer-tune ui" in x for x in leftover), leftover
     trial_lines = [line for line in own if " trial " in line or line.startswith(f"{PREFIX} trial ")]
     diverged = [line for line in trial_lines if "lr=1e+08" in line]
     assert len(diverged) == 1 and "failed after 0 epochs: Diverged: diverged at epoch 1" in diverged[0], trial_lines

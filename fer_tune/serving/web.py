@@ -12,11 +12,11 @@
 Routes: `/` the page (static/: plain HTML, CSS and JS, nothing from a CDN), `POST /api/predict`,
 `GET /api/model`, and the OpenAPI schema at /openapi.json. There is no /docs: FastAPI's Swagger UI
 and ReDoc pages load their scripts from a CDN (blank offline, and a request off the machine), no
-installed package ships them, and the schema is what a client needs. Every face is boxed and classified; where none is found the
-largest centred square of the picture is. Every error is JSON {"error": "<one line>"}: 400 an
-empty or unreadable upload, 413 a file over the byte limit or an image over the pixel limit
-(decompression bombs), 415 a request that is not multipart/form-data or a part that is not an
-image, 422 no `file` field.
+installed package ships them, and the schema is what a client needs. Every face is boxed and
+classified; where none is found the largest centred square of the picture is. Every error is JSON
+{"error": "<one line>"}: 400 an empty or unreadable upload, 413 a file over the byte limit or an
+image over the pixel limit (decompression bombs), 415 a request that is not multipart/form-data or a
+part that is not an image, 422 no `file` field.
 """
 
 from __future__ import annotations
