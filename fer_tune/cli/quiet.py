@@ -25,8 +25,10 @@ PREFIX = "[fer-tune]"
 LIBRARIES = ("ray", "optuna", "mlflow", "alembic", "sqlalchemy", "py.warnings")
 # Switches Ray reads from the environment; set before Ray starts (each is read at ray.init or tuner.fit).
 QUIET_ENV = {
-    # Workers' stdout and stderr stay in their log files instead of being copied to this console:
-    # a stopped trial's worker ends with a SystemExit traceback, which is normal (see _drop_stop_exits).
+    # Workers' stdout and stderr stay in their log files instead of being copied to this console. A
+    # stopped trial's worker prints "Exception ignored in: ... SystemExit: 1" as it exits: Ray ends the
+    # actor with SIGTERM, and its handler (ray/_private/worker.py, main_loop.sigterm_handler) raises
+    # SystemExit inside whatever runs then, often a garbage-collection callback that cannot raise.
     "RAY_LOG_TO_DRIVER": "0",
     # Tune logs every failed trial's whole traceback; the console prints its one line and error.txt's path.
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
