@@ -2,6 +2,7 @@
 failed trial's real reason, and every library line again with --verbose."""
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,8 +67,8 @@ def test_a_sweep_prints_only_fer_tune_lines(tmp_path, blob_csv):
     space = tmp_path / "console.yaml"
     space.write_text(SPACE)
     command = [sys.executable, "-m", "fer_tune.cli", "run", str(space), "--data", str(blob_csv)]
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("RAY_", "TUNE_", "MLFLOW_"))}
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUNE_", "MLFLOW_"))}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Traceback" not in output and "SystemExit" not in output, output

@@ -224,7 +224,8 @@ def _tune_config(space: SpaceFile, experiment: str) -> tune.TuneConfig:
         search_alg=build_searcher(space),
         scheduler=build_pruner(space, state_dir=experiment),
         num_samples=space.budget.num_samples,
-        max_concurrent_trials=space.budget.max_concurrent,
+        # grid's BasicVariantGenerator limits concurrency itself; Ray warns that a second limit is ignored
+        max_concurrent_trials=None if space.search.algorithm == "grid" else space.budget.max_concurrent,
         trial_dirname_creator=trial_dirname,
     )
 
