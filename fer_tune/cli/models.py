@@ -1,6 +1,7 @@
 """The registry side of the CLI: `fer-tune ui`, `fer-tune models list|download`, `fer-tune predict`.
 
-    fer-tune ui                                            # the MLflow UI on http://127.0.0.1:5000
+    fer-tune ui                                            # the MLflow UI on http://127.0.0.1:5000, with links
+                                                           # to the latest sweep's runs and its model
     fer-tune models list                                   # versions, aliases, test accuracy
     fer-tune models download models:/fer-emotion@champion --to deploy/
     fer-tune predict --model models:/fer-emotion@champion face.jpg --detect-faces
@@ -93,12 +94,24 @@ def cmd_ui(args) -> int:
     # MLflow's server also forks a job runner for GenAI features (LLM judges); it halves the
     # startup time on a small machine to leave it out, and training runs never use it.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    print(f"MLflow UI for {redact(uri)} on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {redact(uri)} on {base} (Ctrl+C stops it)", flush=True)
+    for line in _ui_links(uri, base):
+        print(line, flush=True)
     os.execv(sys.executable, command)  # the server replaces this process: signals reach it directly
+
+
+def _ui_links(uri: str, base: str) -> list[str]:
+    """The latest sweep's runs page and its model's page (MLflow 3's UI opens on its GenAI pages)."""
+    from fer_tune.tracking.links import ui_links
+
+    return _ask(uri, lambda: ui_links(_client(uri), base))
 
 
 def cmd_models_list(args) -> int:
     import pandas as pd
+
+    from fer_tune.serving.model import trained_on
 
     uri = _store(args)
     client = _ask(uri, lambda: _client(uri))
@@ -126,6 +139,7 @@ def cmd_models_list(args) -> int:
                 "eval_split": v.tags.get("eval_split", "-"),
                 "data_fingerprint": v.tags.get("data_fingerprint", "-"),
                 "sweep": v.tags.get("sweep", "-"),
+                "trained_on": trained_on(_data_source(client, v.run_id)).removeprefix("trained on "),
             }
             for v in versions
         ]
@@ -179,6 +193,19 @@ def cmd_predict(args) -> int:
         shown = "  ".join(f"{c} {p:.3f}" for c, p in zip(classes, row))
         print(f"{path}: {classes[top]} ({row[top]:.3f})  [{shown}]")
     return 0
+
+
+def _data_source(client, run_id: str | None) -> str | None:
+    """The data a registered version was trained on: its sweep's `fer_tune.data_source` tag (on the
+    parent of the champion run that logged the model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id) if run_id else None
+        parent = run and run.data.tags.get("mlflow.parentRunId")
+        return client.get_run(parent).data.tags.get("fer_tune.data_source") if parent else None
+    except MlflowException:  # the run was deleted: the version stays listed, its data unknown
+        return None
 
 
 def _client(uri: str):

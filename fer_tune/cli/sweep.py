@@ -29,7 +29,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--no-track", dest="track", action="store_false", help="write results/ only; touch no MLflow store"
     )
-    run.add_argument("--verbose", action="store_true", help="also print Ray Tune's trial tables")
+    run.add_argument(
+        "--verbose", action="store_true", help="also print Ray's, MLflow's and Optuna's own lines and trial tables"
+    )
     run.add_argument("--smoke", action="store_true", help="2 trials of 1 epoch on CPUs: check a space runs end to end")
     run.set_defaults(handler=cmd_run)
 
@@ -43,6 +45,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args) -> int:
+    from fer_tune.cli import quiet
+
+    if not args.verbose:
+        quiet.quiet_environment()  # before Ray starts: only fer-tune's lines on the console (cli/quiet.py)
     from fer_tune.search.results import leaderboard_markdown
     from fer_tune.search.sweep_file import load_space, with_budget
 
@@ -52,6 +58,8 @@ def cmd_run(args) -> int:
 
         space = smoke(space)
     space = with_resources(space, cpu=args.cpus_per_trial, gpu=args.gpus_per_trial)
+    if not args.verbose:
+        quiet.quiet_libraries(mlflow=args.track)
     try:
         sweep, tracking = run_space(
             space,

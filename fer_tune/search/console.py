@@ -5,12 +5,14 @@
     [fer-tune] 7/10 done, 2 running, 1 pending; best val_accuracy 0.6312; 3m12s elapsed, ~1m20s left
 
 On a terminal the progress line redraws in place; in a log it is printed at most every
-PROGRESS_EVERY_S seconds. Ray's own trial tables appear only with --verbose.
+PROGRESS_EVERY_S seconds. Ray's, MLflow's and Optuna's own lines appear only with --verbose
+(fer_tune/cli/quiet.py).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 
@@ -54,7 +56,7 @@ class ConsoleReport(tune.Callback):
                   f"{self.metric} {shown}  ({self._params(trial)})")  # fmt: skip
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        outcome = outcome_of(trial, self.max_epochs, error=trial.get_error() or "unknown error")
+        outcome = outcome_of(trial, self.max_epochs, error=error_text(trial))
         assert outcome.status == FAILED
         where = f"{self.error_root}/{trial.trainable_name}_{trial.trial_id}/error.txt"
         self._say(f"trial {trial.trial_id} {outcome.describe()}  ({self._params(trial)}; {where})")
@@ -90,6 +92,17 @@ class ConsoleReport(tune.Callback):
     def _params(self, trial) -> str:
         point = trial_point(trial.config or {})
         return " ".join(f"{name}={_short(point[name])}" for name in self.searched if name in point)
+
+
+def error_text(trial) -> str:
+    """A failed trial's error, as its error.txt holds it. Tune writes that file on the driver
+    (trial.error_file) and copies it to storage later; trial.get_error() reads the storage copy,
+    which does not exist yet when on_trial_error runs."""
+    local = getattr(trial, "error_file", None)
+    if local and os.path.isfile(local):
+        with open(local, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    return trial.get_error() or "unknown error"
 
 
 def _short(value) -> str:

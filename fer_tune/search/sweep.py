@@ -32,7 +32,7 @@ from ray import tune
 
 from fer_tune.core.checkpoint import load_checkpoint
 from fer_tune.core.config import GRID_KEY
-from fer_tune.core.models import capabilities, check_pretrained_available
+from fer_tune.core.models import capabilities, fetch_pretrained
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
@@ -187,7 +187,8 @@ def prepare_cluster(space: SpaceFile, address: str | None) -> None:
 def missing_weights(space: SpaceFile) -> dict[str, str]:
     """The candidate models whose ImageNet weights a trial may ask for but the local cache lacks.
 
-    Checked once here, on the driver (a stat per model): trials that would need them fail at once
+    Checked once here, on the driver (a stat per model, and one download of a missing file where the
+    network allows, into the cache the trials read): trials that would need them fail at once
     with this reason, instead of each failing in the middle of building its model. Where no trial
     could run at all, the sweep is refused before it starts.
     """
@@ -200,7 +201,7 @@ def missing_weights(space: SpaceFile) -> dict[str, str]:
     for name in names:
         if capabilities(name).pretrained:
             try:
-                check_pretrained_available(name)
+                fetch_pretrained(name)
             except FerTuneError as err:
                 missing[name] = str(err)
     if missing and pretrained.kind == "fixed" and set(names) <= set(missing):
@@ -226,7 +227,8 @@ def _tune_config(space: SpaceFile, experiment: str) -> tune.TuneConfig:
         search_alg=build_searcher(space),
         scheduler=build_pruner(space, state_dir=experiment),
         num_samples=space.budget.num_samples,
-        max_concurrent_trials=space.budget.max_concurrent,
+        # grid's BasicVariantGenerator limits concurrency itself; Ray warns that a second limit is ignored
+        max_concurrent_trials=None if space.search.algorithm == "grid" else space.budget.max_concurrent,
         trial_dirname_creator=trial_dirname,
     )
 

@@ -11,7 +11,8 @@ database (results/mlartifacts/). Experiment: `mlflow.experiment`, else the space
 
 What: the parent run (tag fer_tune.sweep=<name>) holds the search-space file, sweep.json,
 the data summary, the leaderboard, tables and plots; its children are the trials
-(fer_tune.tracking.callback) and the champion (fer_tune.tracking.champion).
+(fer_tune.tracking.callback) and the champion (fer_tune.tracking.champion). Each of them has the
+sweep's data as its dataset input (fer_tune.tracking.dataset_input).
 
 Files beside the sweep's results (results/<sweep>/): tracking.json (where the sweep is tracked and
 whether its tracking finished) and, after an outage of the store, mlflow-pending.jsonl (the
@@ -34,7 +35,8 @@ from fer_tune.search.sweep import Sweep
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.tracking.callback import MlflowCallback
 from fer_tune.tracking.champion import Registration, promote_best
-from fer_tune.tracking.runs import SweepRuns
+from fer_tune.tracking.dataset_input import log_dataset
+from fer_tune.tracking.runs import SWEEP_TAG, SweepRuns
 from fer_tune.tracking.store import tracking_uri
 from fer_tune.tracking.writer import STORE_ERRORS, TrackingWriter
 from fer_tune.uris import redact
@@ -142,6 +144,8 @@ class Tracker:
         if sweep.best is not None:
             client.log_metric(parent, f"best_{self.space.metric}", sweep.best.best_metric)
         registration = promote_best(sweep, self.runs) if sweep.best is not None else None
+        everyone = client.search_runs([self.runs.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.runs.sweep}'")
+        log_dataset(client, [run.info.run_id for run in everyone], sweep.data)  # the runs table's Dataset column
         self.runs.end(parent, "FINISHED")
         return registration
 
