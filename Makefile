@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install clean bench
+.PHONY: run test lint install clean bench screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The README's picture of `fer-tune serve` (docs/serve.png), taken by the page test in headless Chromium.
+screenshot: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests/test_web.py -k page_boxes_the_face --screenshot docs/serve.png
 
 # Benchmarks (bench/): short by default; `make bench BENCH_ARGS=--full` for the real sizes.
 bench: $(VENV)/.installed

@@ -37,7 +37,6 @@ mlflow: {{experiment: fer-web, register_as: {MODEL}}}
 space: {{model: basic, batch_size: 16, augmentation: none, lr: 3.0e-3}}
 """
 ASTRONAUT_FACE = (220, 110)  # a point between the eyes of skimage.data.astronaut() (512x512), in pixels
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")  # Debian's chromium-driver: the one matching its chromium
 PAGE_TIMEOUT = 60  # seconds a page may take to show a result (the first prediction warms the model up)
@@ -54,9 +53,8 @@ class Registered:
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, blob_csv) -> Registered:
     """A real tracked sweep of one trial, registered as models:/fer-web@champion in a SQLite store."""
-    import ray
-
     from fer_tune.cli.sweep import run_space
+    from fer_tune.search.cluster import connect_ray
     from fer_tune.search.sweep_file import load_space
 
     folder = tmp_path_factory.mktemp("web")
@@ -64,8 +62,7 @@ def registered(tmp_path_factory, blob_csv) -> Registered:
         patch.chdir(folder)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.setenv("FER_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        if not ray.is_initialized():
-            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        connect_ray("local")  # as the CLI starts it: on loopback only; joins a running one
         (folder / "web.yaml").write_text(SPACE)
         space = load_space("web.yaml")  # named: the page shows the sweep, and the README's screenshot stays put
         sweep, tracking = run_space(space, data_source=str(blob_csv), name="web", storage="ray", verbose=0)
@@ -360,7 +357,7 @@ def test_page_renders_offline_from_its_own_server_only(server, browser):
     assert [a.get_attribute("href") for a in footer.find_elements(By.TAG_NAME, "a")] == [f"{server}/openapi.json"]
 
 
-def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path):
+def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path, request):
     from selenium.webdriver.common.by import By
 
     portrait, coffee = tmp_path / "astronaut.jpg", tmp_path / "coffee.jpg"
@@ -386,8 +383,8 @@ def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path):
     shot = tmp_path / "serve.png"
     assert browser.save_screenshot(str(shot))
     assert Image.open(shot).size == (1280, browser.execute_script("return window.innerHeight"))
-    DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-    shutil.copy(shot, DOCS_SCREENSHOT)  # the README's picture of the page
+    if request.config.getoption("--screenshot"):  # `make screenshot`: the README's picture, docs/serve.png
+        shutil.copy(shot, request.config.getoption("--screenshot"))
 
 
 def test_webcam_frames_go_to_the_api_and_the_page_shows_the_result(server, browser):

@@ -173,29 +173,35 @@ SMOKE_TRIALS, SMOKE_EPOCHS = 2, 1
 
 
 def smoke(space: SpaceFile) -> SpaceFile:
-    """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning, any grid sampled.
+    """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning.
 
-    Every parameter keeps its values, so a smoke run builds the same models the real run would
-    (`fer-tune run SPACE --smoke --data TINY`); only the budget and the epochs shrink.
+    A sampled space keeps every parameter's values, so a smoke run builds the models the real run
+    would (`fer-tune run SPACE --smoke --data TINY`); only the budget and the epochs shrink. A grid
+    stays a grid, cut to 2 points: its first unconditional axis with several values keeps its first
+    two, every other axis its first value (`_smoke_grid`).
     """
-    params = tuple(
-        p.model_copy(update={"kind": "fixed", "values": (SMOKE_EPOCHS,), "default": None})
-        if p.name == "epochs"
-        else p.model_copy(update={"kind": "choice"})
-        if p.kind == "grid"
-        else p
-        for p in space.space
-    )
-    algorithm = "random" if space.search.algorithm == "grid" else space.search.algorithm
+    epochs = lambda p: p.model_copy(update={"kind": "fixed", "values": (SMOKE_EPOCHS,), "default": None})
+    params = tuple(epochs(p) if p.name == "epochs" else p for p in space.space)
+    if space.search.algorithm == "grid":
+        params, num_samples = _smoke_grid(params), 1  # every grid point runs num_samples times
+    else:
+        params, num_samples = params, SMOKE_TRIALS
     return space.model_copy(
         update={
             "space": params,
-            "search": space.search.model_copy(update={"algorithm": algorithm}),
             "pruner": PrunerConfig(name="none"),
-            "budget": BudgetConfig(num_samples=SMOKE_TRIALS, max_epochs=SMOKE_EPOCHS, max_concurrent=SMOKE_TRIALS),
+            "budget": BudgetConfig(num_samples=num_samples, max_epochs=SMOKE_EPOCHS, max_concurrent=SMOKE_TRIALS),
             "resources": ResourcesConfig(cpu=1, gpu=0),
         }
     )
+
+
+def _smoke_grid(params: tuple[Param, ...]) -> tuple[Param, ...]:
+    """A grid's axes cut so that it enumerates SMOKE_TRIALS points (fewer if no axis has that many values)."""
+    options = [p for p in params if p.kind in ("choice", "grid") and len(p.values) > 1]
+    wide = next((p.name for p in options if not p.when), None)
+    cut = lambda p: p.model_copy(update={"values": p.values[: SMOKE_TRIALS if p.name == wide else 1]})
+    return tuple(cut(p) if p in options else p for p in params)
 
 
 def check_epochs(space: SpaceFile, where: str) -> None:
