@@ -20,7 +20,7 @@ from ray import tune
 
 from fer_tune.core.config import trial_point
 from fer_tune.search.direction import better
-from fer_tune.search.outcome import FAILED, ended, outcome_of
+from fer_tune.search.outcome import FAILED, ChanceRule, ended, outcome_of
 from fer_tune.search.sweep_file import SpaceFile
 
 PROGRESS_EVERY_S = 30.0  # in a log file; on a terminal every controller step
@@ -30,7 +30,8 @@ PREFIX = "[fer-tune]"
 class ConsoleReport(tune.Callback):
     """One line per finished trial and a live progress line (see the module docstring)."""
 
-    def __init__(self, space: SpaceFile, total_trials: int, error_root: str):
+    def __init__(self, space: SpaceFile, total_trials: int, error_root: str, rule: ChanceRule | None = None):
+        self.rule = rule  # why a trial stopped at chance (fer_tune.search.outcome)
         self.metric, self.mode, self.max_epochs = space.metric, space.mode, space.budget.max_epochs
         self.searched = [p.name for p in space.space if p.kind != "fixed"]
         self.total, self.error_root = total_trials, error_root
@@ -52,7 +53,7 @@ class ConsoleReport(tune.Callback):
         if isinstance(value, float) and math.isfinite(value):
             self.best = value if better(value, self.best, self.mode) else self.best
         shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
-        self._say(f"trial {trial.trial_id} {outcome_of(trial, self.max_epochs).describe()}: "
+        self._say(f"trial {trial.trial_id} {outcome_of(trial, self.max_epochs, rule=self.rule).describe()}: "
                   f"{self.metric} {shown}  ({self._params(trial)})")  # fmt: skip
 
     def on_trial_error(self, iteration, trials, trial, **info):

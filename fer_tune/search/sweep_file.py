@@ -73,6 +73,23 @@ class PrunerConfig(Strict):
     name: Literal["asha", "hyperband", "median", "none"] = "asha"
     grace_period: int = Field(1, ge=1)  # epochs every trial gets before it can be stopped
     reduction_factor: float = Field(3, gt=1)
+    # asha: a rung holding fewer results than this continues a trial only if it is above chance
+    # (dead_trials' floor), not blindly; None: the reduction factor rounded up; 0: plain ASHA
+    min_rung_results: int | None = Field(None, ge=0)
+
+
+class DeadTrialsConfig(Strict):
+    """Stop a trial whose validation accuracy is still at or below the majority-class rate."""
+
+    enabled: bool = True
+    grace: int = Field(2, ge=1)  # epochs every trial gets before the rule may stop it
+    margin: float = Field(0.0, ge=0, lt=1)  # above the rate a trial must be to count as learning
+
+
+class WarmStartConfig(Strict):
+    """How `--warm-start` seeds a sweep with earlier trials (fer_tune.search.warm_start)."""
+
+    top_k: int = Field(3, ge=0)  # the earlier best K configurations are proposed first
 
 
 class BudgetConfig(Strict):
@@ -116,6 +133,8 @@ class SpaceFile(Strict):
     mode: Literal["max", "min"] = "max"
     search: SearchConfig = SearchConfig()
     pruner: PrunerConfig = PrunerConfig()
+    dead_trials: DeadTrialsConfig = DeadTrialsConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
     mlflow: MlflowConfig = MlflowConfig()

@@ -31,7 +31,7 @@ from ray import tune
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
-from fer_tune.search.sweep import Sweep
+from fer_tune.search.sweep import Sweep, sweep_chance_rule
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.tracking.callback import MlflowCallback
 from fer_tune.tracking.champion import Registration, promote_best
@@ -72,6 +72,7 @@ class Tracker:
         self.runs, self.space = runs, space
         self.out_dir = RESULTS_DIR / runs.sweep
         self.writer = TrackingWriter(runs, self.out_dir / PENDING_FILE)
+        self.rule = None  # the sweep's dead-trial rule, for the reason a trial stopped at chance
 
     @classmethod
     def for_sweep(cls, space: SpaceFile, sweep: str, data: FerDataset) -> Tracker:
@@ -98,6 +99,7 @@ class Tracker:
             os.environ.setdefault(name, value)
         uri = tracking_uri(space.mlflow.tracking_uri)
         tracker = cls(SweepRuns(uri, space.mlflow.experiment or space.name, sweep, tags, params), space)
+        tracker.rule = sweep_chance_rule(space, data)
         if not tracker._state().get("finished"):
             tracker._save_state(finished=False)
         return tracker
@@ -117,7 +119,7 @@ class Tracker:
         return bool(self._state().get("finished")) and not self.writer.pending
 
     def callbacks(self) -> list[tune.Callback]:
-        return [MlflowCallback(self.writer, self.space.budget.max_epochs)]
+        return [MlflowCallback(self.writer, self.space.budget.max_epochs, self.rule)]
 
     def finish(self, sweep: Sweep) -> TrackingOutcome:
         """Write what is pending, log the results folder to the parent run, then evaluate, log and register
