@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install clean bench
+.PHONY: run test lint install clean bench screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,postgres]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -30,7 +30,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The README's picture of `fer-tune serve` (docs/serve.png), taken by the page test in headless Chromium.
+screenshot: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests/test_web.py -k page_boxes_the_face --screenshot docs/serve.png
 
 # Benchmarks (bench/): short by default; `make bench BENCH_ARGS=--full` for the real sizes.
 bench: $(VENV)/.installed

@@ -55,14 +55,16 @@ def blob_csv(tmp_path_factory, tiny_data):
 
 @pytest.fixture
 def ray_local():
-    """The session's one local Ray (2 CPUs, no dashboard), started on first use.
+    """The session's one local Ray (sized to the machine, no dashboard, on loopback), started on first use.
 
     A test that needs another cluster shuts it down; the next user starts it again.
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    from fer_tune.search.cluster import connect_ray
+
+    connect_ray("local")  # as the CLI starts it: on loopback only; joins a running one
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}, "local Ray must not listen outside"
     return ray
 
 
@@ -73,6 +75,15 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--screenshot",
+        default=None,
+        metavar="PNG",
+        help="tests/test_web.py: also write the page's screenshot here (`make screenshot`: docs/serve.png)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` run only where CUDA is available."""
     if torch.cuda.is_available():
@@ -81,3 +92,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With FER_TUNE_REQUIRE (CI), a skip for want of a required service fails instead (tests/services.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not isinstance(report.longrepr, tuple) or hasattr(report, "wasxfail"):
+        return
+    from services import required, service_of
+
+    reason = report.longrepr[2]
+    service = service_of(reason)
+    if service in required():
+        report.outcome = "failed"
+        report.longrepr = f"{service} is required (FER_TUNE_REQUIRE, set by .ci/run) but the test skipped: {reason}"

@@ -104,5 +104,5 @@ def test_train_prints_final_metrics_and_saves_state(tmp_path, blob_csv, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "final: epoch 2" in printed and "val_accuracy" in printed
-    state = torch.load(state_file, weights_only=False)
+    state = torch.load(state_file, weights_only=True)  # as users load it: plain types and tensors only
     assert state["epoch"] == 2 and state["config"]["model"] == "basic" and len(state["history"]) == 2

@@ -1,5 +1,6 @@
-"""Every seed project's search file runs end to end in smoke mode (`fer-tune run SPACE --smoke`): two
-trials of one epoch on tiny data written here, with a local ImageNet weights cache written here too."""
+"""Every seed project's search file (Tandon 2020, Tynasello, Pham 2020, Dzubak) runs end to end in smoke
+mode (`fer-tune run SPACE --smoke`): two trials of one epoch on tiny data written here, with a local
+ImageNet weights cache written here too."""
 
 import os
 import subprocess
@@ -91,3 +92,13 @@ def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
     smoke("pham2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
     summary = (workdir / "results" / "smoke-pham2020" / "sweep.json").read_text()
     assert "data/jaffe" in summary and "data/faces" in summary
+
+
+def test_tandon2020_runs_in_smoke_mode_as_a_grid(workdir, torch_home):
+    trials = smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+    # A grid stays a grid: its first axis keeps two values, every other axis its first, so the two
+    # trials differ in the model only (random sampling would draw augmentation, schedule and filter too).
+    assert sorted(trials["model"]) == ["model2", "model3"]
+    varying = [c for c in ("augmentation", "scheduler", "kernel_size") if trials[c].nunique() > 1]
+    assert varying == [], trials.to_string()
+    assert '"algorithm": "grid"' in (workdir / "results" / "smoke-tandon2020" / "sweep.json").read_text()

@@ -64,15 +64,14 @@ class Tracked:
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, blob_csv):
-    import ray
+    from fer_tune.search.cluster import connect_ray
 
     folder = tmp_path_factory.mktemp("tracked")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # the default store is results/mlflow.db in the working directory
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.setenv("FER_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        if not ray.is_initialized():
-            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        connect_ray("local")  # as the CLI starts it: on loopback only; joins a running one
         (folder / "tracked.yaml").write_text(SPACE)
         space = load_space("tracked.yaml")
         sweep, tracking = run_space(space, data_source=str(blob_csv), storage=folder / "ray", verbose=0)

@@ -37,7 +37,6 @@ mlflow: {{experiment: fer-web, register_as: {MODEL}}}
 space: {{model: basic, batch_size: 16, augmentation: none, lr: 3.0e-3}}
 """
 ASTRONAUT_FACE = (220, 110)  # a point between the eyes of skimage.data.astronaut() (512x512), in pixels
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")  # Debian's chromium-driver: the one matching its chromium
 PAGE_TIMEOUT = 60  # seconds a page may take to show a result (the first prediction warms the model up)
@@ -54,9 +53,8 @@ class Registered:
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, blob_csv) -> Registered:
     """A real tracked sweep of one trial, registered as models:/fer-web@champion in a SQLite store."""
-    import ray
-
     from fer_tune.cli.sweep import run_space
+    from fer_tune.search.cluster import connect_ray
     from fer_tune.search.sweep_file import load_space
 
     folder = tmp_path_factory.mktemp("web")
@@ -64,8 +62,7 @@ def registered(tmp_path_factory, blob_csv) -> Registered:
         patch.chdir(folder)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.setenv("FER_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        if not ray.is_initialized():
-            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        connect_ray("local")  # as the CLI starts it: on loopback only; joins a running one
         (folder / "web.yaml").write_text(SPACE)
         space = load_space("web.yaml")  # named: the page shows the sweep, and the README's screenshot stays put
         sweep, tracking = run_space(space, data_source=str(blob_csv), name="web", storage="ray", verbose=0)
@@ -232,6 +229,7 @@ def test_model_metadata_names_the_registered_version(server, registered):
     assert info["test_accuracy"] == pytest.approx(registered.registration.accuracy, abs=1e-6)
     assert info["classes"] == list(EMOTIONS) and info["eval_split"] == "test"
     assert (info["sweep"], info["architecture"]) == (registered.sweep, "basic")
+    assert info["trained_on"] == "trained on blobs.csv"
 
 
 def test_a_downloaded_folder_serves_the_same_model(server, folder_server, registered):
@@ -245,8 +243,10 @@ def test_a_downloaded_folder_serves_the_same_model(server, folder_server, regist
     assert here["faces"][0]["probabilities"] == pytest.approx(there["faces"][0]["probabilities"], abs=1e-6)
 
 
-def test_openapi_docs_describe_both_routes(server):
-    assert "swagger" in requests.get(f"{server}/docs", timeout=30).text.lower()
+def test_openapi_schema_describes_both_routes(server):
+    # No /docs nor /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, blank offline.
+    for page in ("/docs", "/redoc"):
+        assert requests.get(f"{server}{page}", timeout=30).status_code == 404
     schema = requests.get(f"{server}/openapi.json", timeout=30).json()
     assert {"/api/predict", "/api/model"} <= set(schema["paths"])
     assert "413" in schema["paths"]["/api/predict"]["post"]["responses"]
@@ -308,8 +308,12 @@ def browser(tmp_path_factory):
         "--force-device-scale-factor=1", "--hide-scrollbars", "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+        # offline: no name resolves but loopback, and Chromium's own background fetches are off
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run",
     ):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # never downloads a driver
     yield driver
     driver.quit()
@@ -326,7 +330,34 @@ def wait_for(driver, condition, what: str, timeout: float = PAGE_TIMEOUT):
         pytest.fail(f"the page never showed {what}:\n{driver.find_element('tag name', 'body').text[:2000]}")
 
 
-def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path):
+def requested_urls(driver) -> list[str]:
+    """The URLs the page requested since the last call (Chrome's performance log)."""
+    import json
+
+    messages = (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
+    return [m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"]
+
+
+def test_page_renders_offline_from_its_own_server_only(server, browser):
+    """Every request of the page goes to its own server (or a blob:/data: URL); it renders with the
+    network cut off, and says what the model was trained on."""
+    from selenium.webdriver.common.by import By
+
+    requested_urls(browser)  # drop what earlier tests requested
+    browser.get(server)
+    wait_for(browser, lambda d: "fer-web v1" in d.find_element(By.ID, "model").text, "the model's name")
+    assert "trained on blobs.csv" in browser.find_element(By.ID, "model").text
+    assert browser.execute_script("return getComputedStyle(document.body).display") != "none"
+    assert browser.execute_script("return document.styleSheets.length") >= 1  # style.css loaded
+    urls = requested_urls(browser)
+    assert f"{server}/static/app.js" in urls and f"{server}/api/model" in urls, urls
+    elsewhere = [url for url in urls if not url.startswith((server, "blob:", "data:"))]
+    assert elsewhere == [], elsewhere
+    footer = browser.find_element(By.TAG_NAME, "footer")
+    assert [a.get_attribute("href") for a in footer.find_elements(By.TAG_NAME, "a")] == [f"{server}/openapi.json"]
+
+
+def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path, request):
     from selenium.webdriver.common.by import By
 
     portrait, coffee = tmp_path / "astronaut.jpg", tmp_path / "coffee.jpg"
@@ -344,6 +375,7 @@ def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path):
     assert len(boxes) >= 1 and boxes[0].is_displayed() and boxes[0].size["width"] > 20
     assert len(face.find_elements(By.CSS_SELECTOR, ".face .bar")) == 7 * len(boxes)
     assert boxes[0].text.split()[0] in EMOTIONS  # the box's tag: its top emotion
+    assert "Model trained on blobs.csv." in face.find_element(By.CSS_SELECTOR, ".trained-on").text  # beside it
     whole = by_name["coffee.jpg"]
     assert "No face found" in whole.find_element(By.CSS_SELECTOR, ".note").text
     assert len(whole.find_elements(By.CSS_SELECTOR, ".bar")) == 7
@@ -351,8 +383,8 @@ def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path):
     shot = tmp_path / "serve.png"
     assert browser.save_screenshot(str(shot))
     assert Image.open(shot).size == (1280, browser.execute_script("return window.innerHeight"))
-    DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-    shutil.copy(shot, DOCS_SCREENSHOT)  # the README's picture of the page
+    if request.config.getoption("--screenshot"):  # `make screenshot`: the README's picture, docs/serve.png
+        shutil.copy(shot, request.config.getoption("--screenshot"))
 
 
 def test_webcam_frames_go_to_the_api_and_the_page_shows_the_result(server, browser):
@@ -379,3 +411,23 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_held_back():
 
     with _bind("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
+
+
+def test_models_list_says_what_each_version_was_trained_on(registered, capsys):
+    assert main(["models", "list", MODEL, "--tracking-uri", registered.store]) == 0
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert header.split()[-1] == "trained_on" and row.split()[-1] == "blobs.csv"
+
+
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("synthetic(n=4000, seed=0)", "trained on synthetic faces — not for real photographs"),
+        ("/data/fer2013.csv", "trained on fer2013.csv"),
+        (None, "trained on unrecorded data"),
+    ],
+)
+def test_trained_on_words(source, words):
+    from fer_tune.serving.model import trained_on
+
+    assert trained_on(source) == words

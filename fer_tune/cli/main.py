@@ -11,6 +11,7 @@ import sys
 
 from fer_tune.cli import data, models, serve, sweep, train
 from fer_tune.errors import FerTuneError
+from fer_tune.uris import redact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except FerTuneError as err:
-        print(f"fer-tune: error: {err}", file=sys.stderr)
+        # One line, without credentials, whatever a library put into the message.
+        print(f"fer-tune: error: {' '.join(redact(str(err)).split(chr(10)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fer-tune: interrupted", file=sys.stderr)

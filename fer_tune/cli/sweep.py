@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fer_tune.cli.paths import writable_folder
 from fer_tune.errors import FerTuneError
+from fer_tune.names import check_name
 
 
 class SweepFinished(FerTuneError):
@@ -28,7 +29,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--no-track", dest="track", action="store_false", help="write results/ only; touch no MLflow store"
     )
-    run.add_argument("--verbose", action="store_true", help="also print Ray Tune's trial tables")
+    run.add_argument(
+        "--verbose", action="store_true", help="also print Ray's, MLflow's and Optuna's own lines and trial tables"
+    )
     run.add_argument("--smoke", action="store_true", help="2 trials of 1 epoch on CPUs: check a space runs end to end")
     run.set_defaults(handler=cmd_run)
 
@@ -42,6 +45,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args) -> int:
+    from fer_tune.cli import quiet
+
+    if not args.verbose:
+        quiet.quiet_environment()  # before Ray starts: only fer-tune's lines on the console (cli/quiet.py)
     from fer_tune.search.results import leaderboard_markdown
     from fer_tune.search.sweep_file import load_space, with_budget
 
@@ -51,6 +58,8 @@ def cmd_run(args) -> int:
 
         space = smoke(space)
     space = with_resources(space, cpu=args.cpus_per_trial, gpu=args.gpus_per_trial)
+    if not args.verbose:
+        quiet.quiet_libraries(mlflow=args.track)
     try:
         sweep, tracking = run_space(
             space,
@@ -134,6 +143,8 @@ def run_space(
         sweep_name,
     )
 
+    if name is not None:
+        check_name(name, "--name")
     writable_folder(RESULTS_DIR, "results folder")
     storage = storage_path(storage)
     if "://" not in storage:
@@ -213,10 +224,13 @@ def cmd_results(args) -> int:
     if args.name == "sync":
         if not args.sweep:
             raise FerTuneError("results sync: expected the sweep's name (fer-tune results sync NAME)")
+        check_name(args.sweep, "results sync NAME")
         print(sync(args.sweep))
         return 0
     if args.top < 1:
         raise FerTuneError(f"--top {args.top}: expected a positive number of rows")
+    if args.name is not None:
+        check_name(args.name, "results NAME")
     sweep = load_sweep(args.name)
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials")
     print(leaderboard_markdown(sweep.trials, sweep.metric, sweep.mode, args.top))

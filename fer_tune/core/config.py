@@ -169,7 +169,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     message = message.removeprefix("Value error, ")
     got = first.get("input")
     if got is not None and not isinstance(got, dict) and repr(got) not in message:
-        message += f" (got {got!r})"
+        shown = repr(got) if len(repr(got)) <= 80 else f"{repr(got)[:60]}... ({len(repr(got))} characters)"
+        message += "" if shown.split("...")[0] in message else f" (got {shown})"
     return f"{path}: {message}"
 
 

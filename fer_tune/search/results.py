@@ -23,7 +23,7 @@ from fer_tune.constants import RESULTS_DIR
 from fer_tune.core.config import trial_point
 from fer_tune.errors import FerTuneError
 from fer_tune.search.direction import best_first, best_label
-from fer_tune.search.outcome import STOPPED, Outcome, planned_epochs, trial_outcome
+from fer_tune.search.outcome import CHANCE_METRIC, STOPPED, ChanceRule, Outcome, planned_epochs, trial_outcome
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.uris import redact
 
@@ -45,9 +45,10 @@ class TrialRecord:
     error: str | None = None
     wall_seconds: float = 0.0
     path: str | None = None  # Ray's trial folder
+    rule: ChanceRule | None = None  # the sweep's dead-trial rule: a trial stopped at chance says so
 
     @classmethod
-    def from_result(cls, result, space: SpaceFile) -> TrialRecord:
+    def from_result(cls, result, space: SpaceFile, rule: ChanceRule | None = None) -> TrialRecord:
         """From a ray.tune.Result."""
         point = trial_point(result.config or {})
         frame = result.metrics_dataframe
@@ -66,6 +67,7 @@ class TrialRecord:
             error=str(result.error) if result.error else None,
             wall_seconds=float(metrics.get("time_total_s") or 0.0),
             path=result.path,
+            rule=rule,
         )
 
     @property
@@ -88,7 +90,8 @@ class TrialRecord:
 
     @property
     def outcome(self) -> Outcome:
-        return trial_outcome(self.epochs, self.planned_epochs, self.error)
+        last = self.curve[CHANCE_METRIC].iloc[-1] if len(self.curve) and CHANCE_METRIC in self.curve else None
+        return trial_outcome(self.epochs, self.planned_epochs, self.error, last, self.rule)
 
     def row(self) -> dict[str, Any]:
         best, outcome = self.best_row, self.outcome
@@ -102,7 +105,8 @@ class TrialRecord:
             "stopped_early": outcome.status == STOPPED,
             "status": outcome.status,
             "wall_seconds": round(self.wall_seconds, 2),
-            "error": outcome.reason,
+            "error": outcome.reason if outcome.status != STOPPED else None,
+            "stop_reason": outcome.reason if outcome.status == STOPPED else None,
         }
 
 
@@ -154,6 +158,7 @@ def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int 
 
 def _param_columns(trials: pd.DataFrame) -> list[str]:
     fixed_columns = {"trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error"}
+    fixed_columns.add("stop_reason")
     return [c for c in trials.columns if c not in fixed_columns and not c.startswith(("final_", "best_"))]
 
 

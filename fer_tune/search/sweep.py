@@ -32,18 +32,19 @@ from ray import tune
 
 from fer_tune.core.checkpoint import load_checkpoint
 from fer_tune.core.config import GRID_KEY
-from fer_tune.core.models import capabilities, check_pretrained_available
+from fer_tune.core.models import capabilities, fetch_pretrained
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
 from fer_tune.search.direction import best_of
-from fer_tune.search.outcome import interrupted
-from fer_tune.search.pruners import TIME_ATTR, build_pruner
+from fer_tune.search.outcome import ChanceRule, interrupted
+from fer_tune.search.pruners import TIME_ATTR, DeadTrialStop, build_pruner, chance_rule
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
 from fer_tune.search.searchers import build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
+from fer_tune.uris import redact
 from trainables import TRAINABLES
 
 __all__ = ["TIME_ATTR", "Sweep", "build_pruner", "build_searcher", "run_sweep"]
@@ -96,6 +97,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     prepare_cluster(space, address)
     unavailable = missing_weights(space)
+    rule = sweep_chance_rule(space, data)
     trainable = tune.with_resources(
         # one put into the object store; trials needing missing weights fail at once with the driver's reason
         tune.with_parameters(TRAINABLES.get(space.trainable), data=data, unavailable=unavailable),
@@ -110,8 +112,10 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(space),
-            tune_config=_tune_config(space, f"{storage}/{name}"),
-            run_config=_run_config(space, name, storage, [_console(space, storage, name), *callbacks], verbose),
+            tune_config=_tune_config(space, f"{storage}/{name}", rule),
+            run_config=_run_config(
+                space, name, storage, [_console(space, storage, name, rule), *callbacks], verbose, rule
+            ),
         )
     result_grid = tuner.fit()
     if _interrupted(result_grid, space):
@@ -123,7 +127,8 @@ def run_sweep(
 
 
 def _sweep(name: str, space: SpaceFile, data: FerDataset, result_grid, seconds: float, run: dict) -> Sweep:
-    records = [TrialRecord.from_result(result, space) for result in result_grid]
+    rule = sweep_chance_rule(space, data)
+    records = [TrialRecord.from_result(result, space, rule) for result in result_grid]
     out_dir = RESULTS_DIR / name
     trials = write_results(out_dir, records, space, data.summary(), run)
     return Sweep(name, space, data, trials, records, _best(records, space), out_dir, seconds, result_grid)
@@ -162,7 +167,7 @@ def check_resumable(name: str, storage: str) -> str:
     """The experiment folder of an interrupted sweep `name`, or a one-line error."""
     path = f"{storage}/{name}"
     if not tune.Tuner.can_restore(path):
-        raise FerTuneError(f"--resume: no interrupted sweep at {path}; start one without --resume")
+        raise FerTuneError(f"--resume: no interrupted sweep at {redact(path)}; start one without --resume")
     return path
 
 
@@ -186,7 +191,8 @@ def prepare_cluster(space: SpaceFile, address: str | None) -> None:
 def missing_weights(space: SpaceFile) -> dict[str, str]:
     """The candidate models whose ImageNet weights a trial may ask for but the local cache lacks.
 
-    Checked once here, on the driver (a stat per model): trials that would need them fail at once
+    Checked once here, on the driver (a stat per model, and one download of a missing file where the
+    network allows, into the cache the trials read): trials that would need them fail at once
     with this reason, instead of each failing in the middle of building its model. Where no trial
     could run at all, the sweep is refused before it starts.
     """
@@ -199,7 +205,7 @@ def missing_weights(space: SpaceFile) -> dict[str, str]:
     for name in names:
         if capabilities(name).pretrained:
             try:
-                check_pretrained_available(name)
+                fetch_pretrained(name)
             except FerTuneError as err:
                 missing[name] = str(err)
     if missing and pretrained.kind == "fixed" and set(names) <= set(missing):
@@ -214,25 +220,34 @@ def total_trials(space: SpaceFile) -> int:
     return per_sample * space.budget.num_samples
 
 
-def _console(space: SpaceFile, storage: str, name: str) -> ConsoleReport:
-    return ConsoleReport(space, total_trials(space), error_root=f"{storage}/{name}")
+def sweep_chance_rule(space: SpaceFile, data: FerDataset) -> ChanceRule | None:
+    """The dead-trial rule of this sweep: the space's `dead_trials:` on the validation split's majority class."""
+    return chance_rule(space, data.validation.class_counts(data.num_classes))
 
 
-def _tune_config(space: SpaceFile, experiment: str) -> tune.TuneConfig:
+def _console(space: SpaceFile, storage: str, name: str, rule: ChanceRule | None = None) -> ConsoleReport:
+    return ConsoleReport(space, total_trials(space), error_root=redact(f"{storage}/{name}"), rule=rule)
+
+
+def _tune_config(space: SpaceFile, experiment: str, rule: ChanceRule | None = None) -> tune.TuneConfig:
     return tune.TuneConfig(
         metric=space.metric,
         mode=space.mode,
         search_alg=build_searcher(space),
-        scheduler=build_pruner(space, state_dir=experiment),
+        scheduler=build_pruner(space, state_dir=experiment, rule=rule),
         num_samples=space.budget.num_samples,
-        max_concurrent_trials=space.budget.max_concurrent,
+        # grid's BasicVariantGenerator limits concurrency itself; Ray warns that a second limit is ignored
+        max_concurrent_trials=None if space.search.algorithm == "grid" else space.budget.max_concurrent,
         trial_dirname_creator=trial_dirname,
     )
 
 
-def _run_config(space: SpaceFile, name: str, storage: str, callbacks: list, verbose: int) -> tune.RunConfig:
+def _run_config(
+    space: SpaceFile, name: str, storage: str, callbacks: list, verbose: int, rule: ChanceRule | None = None
+) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
+        stop=DeadTrialStop(rule) if rule is not None else None,  # a dead trial stops under any pruner
         storage_path=storage,
         callbacks=callbacks,
         verbose=verbose,

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
 from fer_tune.data import ExtraSource, FerDataset, load_dataset
 from fer_tune.errors import FerTuneError
+from fer_tune.names import check_name, check_space_name
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
 
@@ -72,6 +73,23 @@ class PrunerConfig(Strict):
     name: Literal["asha", "hyperband", "median", "none"] = "asha"
     grace_period: int = Field(1, ge=1)  # epochs every trial gets before it can be stopped
     reduction_factor: float = Field(3, gt=1)
+    # asha: a rung holding fewer results than this continues a trial only if it is above chance
+    # (dead_trials' floor), not blindly; None: the reduction factor rounded up; 0: plain ASHA
+    min_rung_results: int | None = Field(None, ge=0)
+
+
+class DeadTrialsConfig(Strict):
+    """Stop a trial whose validation accuracy is still at or below the majority-class rate."""
+
+    enabled: bool = True
+    grace: int = Field(2, ge=1)  # epochs every trial gets before the rule may stop it
+    margin: float = Field(0.0, ge=0, lt=1)  # above the rate a trial must be to count as learning
+
+
+class WarmStartConfig(Strict):
+    """How `--warm-start` seeds a sweep with earlier trials (fer_tune.search.warm_start)."""
+
+    top_k: int = Field(3, ge=0)  # the earlier best K configurations are proposed first
 
 
 class BudgetConfig(Strict):
@@ -86,10 +104,23 @@ class ResourcesConfig(Strict):
     gpu: float = Field(0, ge=0)  # per trial; fractions pack several trials on one GPU
 
 
+def _named(value: Any, check) -> str:
+    """A name checked by fer_tune.names, its FerTuneError as pydantic's ValueError (the key is added there)."""
+    try:
+        return check(value, "name")
+    except FerTuneError as err:
+        raise ValueError(str(err).removeprefix("name: ")) from None
+
+
 class MlflowConfig(Strict):
     tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite:///results/mlflow.db
     experiment: str | None = None  # default: the space's name
     register_as: str = "fer-emotion"
+
+    @field_validator("experiment", "register_as")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        return None if value is None else _named(value, check_name)
 
 
 class SpaceFile(Strict):
@@ -102,11 +133,18 @@ class SpaceFile(Strict):
     mode: Literal["max", "min"] = "max"
     search: SearchConfig = SearchConfig()
     pruner: PrunerConfig = PrunerConfig()
+    dead_trials: DeadTrialsConfig = DeadTrialsConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
     mlflow: MlflowConfig = MlflowConfig()
     space: tuple[Param, ...] = ()
     path: str = "<memory>"  # where it was loaded from, for error messages
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, value: Any) -> str:
+        return _named(value, check_space_name)
 
     @field_validator("trainable")
     @classmethod
@@ -154,29 +192,35 @@ SMOKE_TRIALS, SMOKE_EPOCHS = 2, 1
 
 
 def smoke(space: SpaceFile) -> SpaceFile:
-    """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning, any grid sampled.
+    """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning.
 
-    Every parameter keeps its values, so a smoke run builds the same models the real run would
-    (`fer-tune run SPACE --smoke --data TINY`); only the budget and the epochs shrink.
+    A sampled space keeps every parameter's values, so a smoke run builds the models the real run
+    would (`fer-tune run SPACE --smoke --data TINY`); only the budget and the epochs shrink. A grid
+    stays a grid, cut to 2 points: its first unconditional axis with several values keeps its first
+    two, every other axis its first value (`_smoke_grid`).
     """
-    params = tuple(
-        p.model_copy(update={"kind": "fixed", "values": (SMOKE_EPOCHS,), "default": None})
-        if p.name == "epochs"
-        else p.model_copy(update={"kind": "choice"})
-        if p.kind == "grid"
-        else p
-        for p in space.space
-    )
-    algorithm = "random" if space.search.algorithm == "grid" else space.search.algorithm
+    epochs = lambda p: p.model_copy(update={"kind": "fixed", "values": (SMOKE_EPOCHS,), "default": None})
+    params = tuple(epochs(p) if p.name == "epochs" else p for p in space.space)
+    if space.search.algorithm == "grid":
+        params, num_samples = _smoke_grid(params), 1  # every grid point runs num_samples times
+    else:
+        params, num_samples = params, SMOKE_TRIALS
     return space.model_copy(
         update={
             "space": params,
-            "search": space.search.model_copy(update={"algorithm": algorithm}),
             "pruner": PrunerConfig(name="none"),
-            "budget": BudgetConfig(num_samples=SMOKE_TRIALS, max_epochs=SMOKE_EPOCHS, max_concurrent=SMOKE_TRIALS),
+            "budget": BudgetConfig(num_samples=num_samples, max_epochs=SMOKE_EPOCHS, max_concurrent=SMOKE_TRIALS),
             "resources": ResourcesConfig(cpu=1, gpu=0),
         }
     )
+
+
+def _smoke_grid(params: tuple[Param, ...]) -> tuple[Param, ...]:
+    """A grid's axes cut so that it enumerates SMOKE_TRIALS points (fewer if no axis has that many values)."""
+    options = [p for p in params if p.kind in ("choice", "grid") and len(p.values) > 1]
+    wide = next((p.name for p in options if not p.when), None)
+    cut = lambda p: p.model_copy(update={"values": p.values[: SMOKE_TRIALS if p.name == wide else 1]})
+    return tuple(cut(p) if p in options else p for p in params)
 
 
 def check_epochs(space: SpaceFile, where: str) -> None:
@@ -214,7 +258,9 @@ def load_space(path: str | Path) -> SpaceFile:
     for old, hint in RENAMED_KEYS.items():
         if old in raw:
             raise FerTuneError(f"{path}: {old}: renamed; {hint}")
-    raw.setdefault("name", path.stem)
+    if "name" not in raw:
+        check_space_name(path.stem, f"{path}: name (none given, so the file's name)")
+        raw["name"] = path.stem
     space = parse_space(raw.pop("space", None) or {}, where=str(path))
     try:
         spec = SpaceFile(**raw, space=space, path=str(path))

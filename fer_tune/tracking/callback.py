@@ -17,7 +17,7 @@ from ray import tune
 
 from fer_tune.core.config import make_train_config, trial_point
 from fer_tune.errors import FerTuneError
-from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, ended, interrupted, outcome_of
+from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, ChanceRule, ended, interrupted, outcome_of
 from fer_tune.search.results import CURVE_COLUMNS
 from fer_tune.tracking.runs import INTERRUPTED_TAG
 from fer_tune.tracking.writer import TrackingWriter
@@ -32,8 +32,9 @@ class MlflowCallback(tune.Callback):
     the store is unreachable, keeps it on disk and writes it later: an outage never stops a sweep.
     """
 
-    def __init__(self, writer: TrackingWriter, max_epochs: int):
+    def __init__(self, writer: TrackingWriter, max_epochs: int, rule: ChanceRule | None = None):
         self.writer, self.max_epochs = writer, max_epochs
+        self.rule = rule  # a trial stopped at chance gets tag fer_tune.stop_reason
         self.total_samples: int | None = None
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
@@ -50,8 +51,10 @@ class MlflowCallback(tune.Callback):
         self.writer.write({"kind": "metrics", **self._trial(trial), "step": step, "time": now, "values": values})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        outcome = outcome_of(trial, self.max_epochs)
+        outcome = outcome_of(trial, self.max_epochs, rule=self.rule)
         tags = {"fer_tune.stopped_at_epoch": outcome.epochs} if outcome.status == STOPPED else {}
+        if outcome.status == STOPPED and outcome.reason:
+            tags["fer_tune.stop_reason"] = outcome.reason
         self.writer.write({"kind": "trial_end", **self._trial(trial), "status": outcome.mlflow_status, "tags": tags})
 
     def on_trial_error(self, iteration, trials, trial, **info):
