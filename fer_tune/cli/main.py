@@ -31,10 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage first), exit status 2."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("fer-tune").strip()
+        self.exit(2, f"fer-tune: error: {command + ': ' if command else ''}{message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fer-tune", description="Hyperparameter search for facial-emotion-recognition CNNs."
-    )
+    parser = Parser(prog="fer-tune", description="Hyperparameter search for facial-emotion-recognition CNNs.")
     commands = parser.add_subparsers(metavar="COMMAND")
     data.add_commands(commands)  # data synth|inspect|clean
     train.add_commands(commands)  # train

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fer_tune.cli.serve import port_number
 from fer_tune.errors import FerTuneError
 from fer_tune.uris import redact
 
@@ -29,7 +30,7 @@ DEFAULT_MODEL = "models:/fer-emotion@champion"
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add the ui, models and predict sub-commands to the `fer-tune` parser."""
     ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
-    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument("--port", type=port_number, default=5000, help="port, 1 to 65535 (default 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)")
     _store_option(ui)
     ui.set_defaults(handler=cmd_ui)

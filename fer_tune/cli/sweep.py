@@ -8,6 +8,7 @@ from pathlib import Path
 from fer_tune.cli.paths import writable_folder
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_name
+from fer_tune.numbers import finite_number, parse_int
 
 
 class SweepFinished(FerTuneError):
@@ -19,8 +20,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("space", type=Path, help="search-space YAML file")
     run.add_argument("--data", default=None, help="data source overriding the file's data.source")
     run.add_argument("--name", default=None, help="sweep name (default SPACE-DATE-TIME; with --resume: the latest)")
-    run.add_argument("--num-samples", type=int, default=None, help="override budget.num_samples")
-    run.add_argument("--max-epochs", type=int, default=None, help="override budget.max_epochs")
+    run.add_argument("--num-samples", type=parse_int, default=None, help="override budget.num_samples")
+    run.add_argument("--max-epochs", type=parse_int, default=None, help="override budget.max_epochs")
     run.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
     run.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu (0.25: 4 per GPU)")
     run.add_argument("--address", default=None, help="join a Ray cluster (default: RAY_ADDRESS, else local Ray)")
@@ -40,7 +41,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     results.add_argument("name", nargs="?", default=None, help="sweep name (default: the latest), or `sync`")
     results.add_argument("sweep", nargs="?", default=None, help="with `sync`: the sweep whose records to write")
-    results.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
+    results.add_argument("--top", type=parse_int, default=10, help="rows to show (default 10)")
     results.set_defaults(handler=cmd_results)
 
 
@@ -53,6 +54,9 @@ def cmd_run(args) -> int:
     from fer_tune.search.sweep_file import load_space, with_budget
 
     space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
+    if args.smoke and (args.num_samples is not None or args.max_epochs is not None):
+        flag = "--num-samples" if args.num_samples is not None else "--max-epochs"
+        raise FerTuneError(f"--smoke with {flag}: --smoke runs 2 trials of 1 epoch; leave out one or the other")
     if args.smoke:
         from fer_tune.search.sweep_file import smoke
 
@@ -93,10 +97,12 @@ def cmd_run(args) -> int:
 
 def with_resources(space, cpu: float | None, gpu: float | None):
     """The space with --cpus-per-trial / --gpus-per-trial applied (None keeps the file's value)."""
-    if cpu is not None and cpu <= 0:
-        raise FerTuneError(f"--cpus-per-trial {cpu:g}: expected a positive number")
-    if gpu is not None and gpu < 0:
-        raise FerTuneError(f"--gpus-per-trial {gpu:g}: expected 0 or a positive number")
+    from fer_tune.search.sweep_file import MAX_CPUS, MAX_GPUS
+
+    if cpu is not None:
+        finite_number(cpu, "--cpus-per-trial", low=0, low_open=True, high=MAX_CPUS)
+    if gpu is not None:
+        finite_number(gpu, "--gpus-per-trial", low=0, high=MAX_GPUS)
     updates = {key: value for key, value in (("cpu", cpu), ("gpu", gpu)) if value is not None}
     return space.model_copy(update={"resources": space.resources.model_copy(update=updates)}) if updates else space
 

@@ -19,10 +19,17 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
 from fer_tune.data import ExtraSource, FerDataset, load_dataset
+from fer_tune.data.synthetic import MAX_SEED, check_size
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_name, check_space_name
+from fer_tune.numbers import whole_number
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
+
+# Bounds no real sweep reaches; beyond them a typo (1e30) would run forever or overflow.
+MAX_SAMPLES = 100_000  # trials of one sweep
+MAX_EPOCHS = 10_000  # epochs of one trial
+MAX_CPUS, MAX_GPUS = 1024, 64  # asked for by one trial
 
 
 class ExtraSourceConfig(Strict):
@@ -37,9 +44,19 @@ class ExtraSourceConfig(Strict):
 class DataConfig(Strict):
     source: str = "synthetic"  # "synthetic", a FER2013 CSV, or an image folder: the primary (validation, test)
     n: int = Field(30000, ge=70)  # synthetic only: number of images
-    seed: int = 0  # synthetic only: generator seed; also the validation carve seed
-    val_fraction: float = Field(0.1, gt=0, lt=1)  # carved from train where a source has no validation split
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # synthetic only: generator seed; also the validation carve seed
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, allow_inf_nan=False
+    )  # carved from train where a source has no validation split
     extra: tuple[ExtraSourceConfig, ...] = ()  # more sources merged into train only (Pham 2020)
+
+    @field_validator("n")
+    @classmethod
+    def _fits_in_memory(cls, value: int) -> int:
+        try:
+            return check_size(value, "n")
+        except FerTuneError as err:
+            raise ValueError(str(err).split(": ", 1)[1]) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -71,8 +88,8 @@ class PrunerConfig(Strict):
     """Ray Tune's trial scheduler: which trials to stop early (the LR schedule is `space.scheduler`)."""
 
     name: Literal["asha", "hyperband", "median", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)  # epochs every trial gets before it can be stopped
-    reduction_factor: float = Field(3, gt=1)
+    grace_period: int = Field(1, ge=1, le=MAX_EPOCHS)  # epochs every trial gets before it can be stopped
+    reduction_factor: float = Field(3, gt=1, le=1000, allow_inf_nan=False)
     # asha: a rung holding fewer results than this continues a trial only if it is above chance
     # (dead_trials' floor), not blindly; None: the reduction factor rounded up; 0: plain ASHA
     min_rung_results: int | None = Field(None, ge=0)
@@ -93,15 +110,24 @@ class WarmStartConfig(Strict):
 
 
 class BudgetConfig(Strict):
-    num_samples: int = Field(10, ge=1)  # trials (per grid point, for grid axes)
-    max_epochs: int = Field(10, ge=1)
-    max_concurrent: int | None = Field(None, ge=1)  # None: as many as resources allow
-    max_failures: int = Field(0, ge=0)  # retries of a failed trial from its last checkpoint; 0: none
+    @field_validator("num_samples", "max_epochs", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any, info) -> Any:
+        # pydantic's own words for 1e30 are "unable to parse input string"; say what is allowed
+        most = MAX_SAMPLES if info.field_name == "num_samples" else MAX_EPOCHS
+        if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > most:
+            raise ValueError(f"{value:g}: too large; expected an integer from 1 to {most}")
+        return value
+
+    num_samples: int = Field(10, ge=1, le=MAX_SAMPLES)  # trials (per grid point, for grid axes)
+    max_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_SAMPLES)  # None: as many as resources allow
+    max_failures: int = Field(0, ge=0, le=1000)  # retries of a failed trial from its last checkpoint; 0: none
 
 
 class ResourcesConfig(Strict):
-    cpu: float = Field(1, gt=0)  # per trial
-    gpu: float = Field(0, ge=0)  # per trial; fractions pack several trials on one GPU
+    cpu: float = Field(1, gt=0, le=MAX_CPUS, allow_inf_nan=False)  # per trial
+    gpu: float = Field(0, ge=0, le=MAX_GPUS, allow_inf_nan=False)  # per trial; fractions pack several trials on one GPU
 
 
 def _named(value: Any, check) -> str:
@@ -179,8 +205,9 @@ def with_budget(space: SpaceFile, num_samples: int | None = None, max_epochs: in
     """The space with command-line budget overrides applied (None keeps the file's value)."""
     updates = {k: v for k, v in (("num_samples", num_samples), ("max_epochs", max_epochs)) if v is not None}
     for key, value in updates.items():
-        if value < 1:
-            raise FerTuneError(f"--{key.replace('_', '-')} {value}: expected a positive integer")
+        whole_number(
+            value, f"--{key.replace('_', '-')}", low=1, high=MAX_SAMPLES if key == "num_samples" else MAX_EPOCHS
+        )
     if not updates:
         return space
     space = space.model_copy(update={"budget": space.budget.model_copy(update=updates)})
