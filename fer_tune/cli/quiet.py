@@ -22,7 +22,9 @@ import re
 import sys
 
 PREFIX = "[fer-tune]"
-LIBRARIES = ("ray", "optuna", "mlflow", "alembic", "sqlalchemy", "py.warnings")
+# The loggers whose records reach the console: the libraries, MLflow's database helpers (alembic,
+# sqlalchemy, huey), urllib3 (an MLflow server's retries) and Python warnings (logging.captureWarnings).
+LIBRARIES = ("ray", "optuna", "mlflow", "alembic", "sqlalchemy", "huey", "urllib3", "py.warnings")
 # Switches Ray reads from the environment; set before Ray starts (each is read at ray.init or tuner.fit).
 QUIET_ENV = {
     # Workers' stdout and stderr stay in their log files instead of being copied to this console. A
