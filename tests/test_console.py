@@ -95,6 +95,7 @@ def test_a_sweep_prints_only_fer_tune_lines(tmp_path, blob_csv):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUNE_", "MLFLOW_"))}
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
     output = result.stdout + result.stderr
+    (tmp_path / "console.txt").write_text(output)  # for a look after the test
     assert result.returncode == 0, output
     assert "Traceback" not in output and "SystemExit" not in output, output
     lines = [line for line in output.splitlines() if line.strip()]
