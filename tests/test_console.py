@@ -53,6 +53,31 @@ def test_token_auth_on_a_local_ray_is_noise_but_not_on_a_cluster():
     assert is_noise("ray.tune.utils.util", "The `process_trial_result` operation took 0.567 s, which may be a")
 
 
+QUIETED = """
+import logging, warnings
+import mlflow, optuna
+from fer_tune.cli.quiet import quiet_libraries
+
+quiet_libraries()
+optuna.create_study()  # Optuna's INFO "A new study created in memory"
+mlflow.MlflowClient("sqlite:///{db}").search_experiments()  # MLflow's INFO "Creating initial MLflow database tables"
+logging.getLogger("ray.tune.tune").warning("Tune detects GPUs, but no trials are using GPUs.\\nmore")
+warnings.warn("a library's warning")
+print("done")
+"""
+
+
+def test_the_libraries_real_lines_are_quieted(tmp_path):
+    """Real Optuna and MLflow calls in a fresh process after quiet_libraries: only fer-tune lines remain."""
+    script = QUIETED.format(db=tmp_path / "mlflow.db")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0 and result.stdout == "done\n", result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{PREFIX} ray warning: Tune detects GPUs, but no trials are using GPUs."
+    assert lines[1].startswith(f"{PREFIX} python warning: ") and lines[1].endswith("UserWarning: a library's warning")
+    assert len(lines) == 2, result.stderr
+
+
 def test_error_text_reads_the_drivers_copy_before_storage_has_one(tmp_path):
     local = tmp_path / "error.txt"
     local.write_text("Failure # 1\nTraceback ...\nfer_tune.core.training.Diverged: diverged at epoch 1\n")
@@ -70,6 +95,7 @@ def test_a_sweep_prints_only_fer_tune_lines(tmp_path, blob_csv):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUNE_", "MLFLOW_"))}
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
     output = result.stdout + result.stderr
+    (tmp_path / "console.txt").write_text(output)  # for a look after the test
     assert result.returncode == 0, output
     assert "Traceback" not in output and "SystemExit" not in output, output
     lines = [line for line in output.splitlines() if line.strip()]

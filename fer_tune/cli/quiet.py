@@ -21,8 +21,9 @@ import os
 import re
 import sys
 
-PREFIX = "[fer-tune]"
-LIBRARIES = ("ray", "optuna", "mlflow", "alembic", "sqlalchemy", "py.warnings")
+# The loggers whose records reach the console: the libraries, MLflow's database helpers (alembic,
+# sqlalchemy, huey), urllib3 (an MLflow server's retries) and Python warnings (logging.captureWarnings).
+LIBRARIES = ("ray", "optuna", "mlflow", "alembic", "sqlalchemy", "huey", "urllib3", "py.warnings")
 # Switches Ray reads from the environment; set before Ray starts (each is read at ray.init or tuner.fit).
 QUIET_ENV = {
     # Workers' stdout and stderr stay in their log files instead of being copied to this console. A
@@ -55,7 +56,10 @@ class OneLine(logging.Handler):
     """Print a library's warning or error as one fer-tune line on stderr; drop the rest."""
 
     def __init__(self) -> None:
+        from fer_tune.search.console import PREFIX  # here: console.py imports Ray
+
         super().__init__(level=logging.WARNING)
+        self.prefix = PREFIX
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < logging.WARNING:
@@ -68,7 +72,7 @@ class OneLine(logging.Handler):
         if not first or is_noise(record.name, first):
             return
         library = "python" if record.name == "py.warnings" else record.name.split(".")[0]
-        print(f"{PREFIX} {library} {record.levelname.lower()}: {first}", file=sys.stderr, flush=True)
+        print(f"{self.prefix} {library} {record.levelname.lower()}: {first}", file=sys.stderr, flush=True)
 
 
 def is_noise(logger: str, first_line: str) -> bool:
@@ -84,15 +88,15 @@ def quiet_environment() -> None:
         os.environ.setdefault(name, value)
 
 
-def quiet_libraries(mlflow: bool = True) -> None:
+def quiet_libraries(tracked: bool = True) -> None:
     """Route the libraries' loggers through OneLine. They are imported first: Ray, Optuna and MLflow
     each install their own console handler when imported (MLflow replaces what it finds)."""
     import optuna  # noqa: F401
     import ray  # noqa: F401
     from ray._private import ray_constants
 
-    if mlflow:
-        import mlflow as _  # noqa: F401
+    if tracked:
+        import mlflow  # noqa: F401
     quiet_environment()
 
     # read by ray.init at call time; the environment variable only at Ray's import

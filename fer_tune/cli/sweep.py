@@ -63,7 +63,7 @@ def cmd_run(args) -> int:
         space = smoke(space)
     space = with_resources(space, cpu=args.cpus_per_trial, gpu=args.gpus_per_trial)
     if not args.verbose:
-        quiet.quiet_libraries(mlflow=args.track)
+        quiet.quiet_libraries(tracked=args.track)
     try:
         sweep, tracking = run_space(
             space,
