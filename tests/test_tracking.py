@@ -199,6 +199,26 @@ def test_models_list_and_download(tracked, tmp_path, capsys):
     assert scripted(tracked.sweep.data.test.images[:3]).shape == (3, 7)  # uint8 [N, 48, 48] too
 
 
+def test_download_refuses_a_non_empty_folder_and_force_replaces_the_model(tracked, tmp_path, capsys):
+    folder = tmp_path / "deploy"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "stale.txt").write_text("an earlier download's file")
+    (folder / "notes.txt").write_text("the user's own file")
+    uri = f"models:/{MODEL}@champion"
+    assert main(["models", "download", uri, "--to", str(folder)]) == 1
+    error = capsys.readouterr().err
+    assert (
+        error
+        == f"fer-tune: error: --to {folder}: folder is not empty; choose an empty one, or pass --force to replace it\n"
+    )
+    assert sorted(p.name for p in folder.rglob("*")) == ["model", "notes.txt", "stale.txt"]  # nothing written
+
+    assert main(["models", "download", uri, "--to", str(folder), "--force"]) == 0
+    assert (folder / "model" / "MLmodel").is_file() and not (folder / "model" / "stale.txt").exists()
+    assert (folder / "model.torchscript.pt").is_file() and (folder / "MODEL_CARD.md").is_file()
+    assert (folder / "notes.txt").read_text() == "the user's own file"  # --force replaces the model, not the rest
+
+
 def test_predict_images_of_any_size_and_mode(tracked, tmp_path, capsys):
     face = tracked.sweep.data.test.images[0].numpy()
     paths = {
@@ -291,6 +311,34 @@ def test_worse_sweep_is_registered_as_challenger(tracked, store_copy, blob_csv):
     assert new.tags["data_fingerprint"] == tracked.sweep.data.fingerprint()
     assert new.tags["promotion"].startswith(f"challenger: accuracy {registration.accuracy!r} <")
     assert str(tracked.client.get_model_version_by_alias(MODEL, "champion").version) == champion  # original intact
+
+
+def test_a_better_sweep_takes_the_champion_alias(tracked, workdir, blob_csv, monkeypatch):
+    """In a store whose champion is a 1-epoch lr 1e-5 model, the tracked sweep's best (lr 3e-3) beats it:
+    the new version takes `champion`, the old one keeps its number without the alias."""
+    from fer_tune.tracking.champion import promote_best
+    from fer_tune.tracking.runs import SweepRuns
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    weak = SPACE.replace("name: tracked", "name: weak").replace("max_epochs: 3", "max_epochs: 1")
+    weak = weak.replace("{grid: [3.0e-3, 1.0e-5, 1.0e8]}", "1.0e-5").replace("algorithm: grid", "algorithm: random")
+    (workdir / "weak.yaml").write_text(weak)
+    _, tracking = run_space(load_space("weak.yaml"), data_source=str(blob_csv), storage=workdir / "ray", verbose=0)
+    old = tracking.registration
+    assert old.alias == "champion" and old.rival is None  # the first version in this store
+
+    better = promote_best(tracked.sweep, SweepRuns(uri, "fer-tracked", tracked.sweep.name, {}, {}))
+    assert better.accuracy > old.accuracy and better.rival == (old.version, old.accuracy)
+    assert better.alias == "champion" and int(better.version) > int(old.version)
+    client = MlflowClient(uri)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == better.version
+    assert "champion" not in client.get_model_version(MODEL, old.version).aliases
+    promotion = client.get_model_version(MODEL, better.version).tags["promotion"]
+    assert (
+        promotion
+        == f"champion: accuracy {better.accuracy!r} > champion version {old.version}'s {old.accuracy!r} on this data"
+    )
 
 
 def test_a_tie_does_not_move_the_champion(tracked, store_copy):

@@ -1,4 +1,8 @@
-"""`fer-tune train`: one training run of a space's default point, without Ray."""
+"""`fer-tune train`: one training run of a space's default point, or of a sweep's trial again, without Ray.
+
+fer-tune train search_spaces/quick.yaml --set lr=0.01      # the space's default point, lr changed
+fer-tune train --trial quick-20261121-101500/3f2a9c1e      # a trial's configuration and data, again
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,13 @@ from fer_tune.errors import FerTuneError
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser("train", help="train a space's default point once, without Ray")
-    train.add_argument("space", type=Path, help="search-space YAML file")
+    train = commands.add_parser("train", help="train a space's default point, or a sweep's trial, once without Ray")
+    train.add_argument("space", type=Path, nargs="?", help="search-space YAML file (or --trial)")
+    train.add_argument(
+        "--trial",
+        metavar="SWEEP/TRIAL_ID",
+        help="train a sweep's trial again from its record (results/SWEEP/ or MLflow): same config, data and seed",
+    )
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (repeatable)"
     )
@@ -41,18 +50,35 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_train(args) -> int:
-    from fer_tune.search.sweep_file import load_space
+    from fer_tune.core.config import make_train_config
 
-    space = load_space(args.space)
-    config = space.default_point(parse_overrides(args.set))
+    if (args.space is None) == (args.trial is None):
+        raise FerTuneError("train: give a search-space file or --trial SWEEP/TRIAL_ID, not both nor neither")
+    overrides = parse_overrides(args.set)
+    if args.trial:
+        from fer_tune.tracking.retrain import find_trial
+
+        found = find_trial(args.trial)
+        space = found.space
+        config = make_train_config({**found.config.model_dump(), **overrides}, where="--set")
+        source = args.data or found.data_source or space.data.source
+        print(f"trial {args.trial}: configuration from {found.where}")
+    else:
+        from fer_tune.search.sweep_file import load_space
+
+        space = load_space(args.space)
+        config = space.default_point(overrides)
+        source = args.data or space.data.source
     if args.save:
         writable_file(args.save, "--save")  # before training: a run must not end unable to save
-    source = args.data or space.data.source
 
     import torch
     from tqdm import tqdm
 
     from fer_tune.core.training import fit
+
+    if args.trial:  # as the trial ran: its CPU share bounds torch's threads (CPU sums depend on them)
+        torch.set_num_threads(max(1, int(space.resources.cpu)))
 
     data = space.data.load(source)
     print(f"data: {data.source} — train {len(data.train)}, validation {len(data.validation)}")
