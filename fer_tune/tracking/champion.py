@@ -111,7 +111,8 @@ def _comparison(alias: str, accuracy: float, rival: tuple[str, float] | None) ->
     """The promotion decision as recorded on the new version (full precision, read from the metrics)."""
     if rival is None:
         return f"{alias}: first version with an accuracy on this data ({accuracy!r})"
-    relation = ">" if accuracy > rival[1] else "<=" if accuracy < rival[1] else "== (a tie: the earlier version wins)"
+    tie = "== (a tie keeps the champion)" if alias == CHALLENGER else "== (a tie: the version registered first wins)"
+    relation = ">" if accuracy > rival[1] else "<=" if accuracy < rival[1] else tie
     return f"{alias}: accuracy {accuracy!r} {relation} champion version {rival[0]}'s {rival[1]!r} on this data"
 
 
