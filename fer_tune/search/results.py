@@ -44,6 +44,7 @@ class TrialRecord:
     error: str | None = None
     wall_seconds: float = 0.0
     path: str | None = None  # Ray's trial folder
+    ended_at: float | None = None  # Unix time of its last report (orders the trials for the report's cost curve)
 
     @classmethod
     def from_result(cls, result, space: SpaceFile) -> TrialRecord:
@@ -65,6 +66,7 @@ class TrialRecord:
             error=str(result.error) if result.error else None,
             wall_seconds=float(metrics.get("time_total_s") or 0.0),
             path=result.path,
+            ended_at=metrics.get("timestamp"),
         )
 
     @property
@@ -102,6 +104,7 @@ class TrialRecord:
             "status": outcome.status,
             "wall_seconds": round(self.wall_seconds, 2),
             "error": outcome.reason,
+            "ended_at": self.ended_at,
         }
 
 
@@ -152,7 +155,9 @@ def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int 
 
 
 def _param_columns(trials: pd.DataFrame) -> list[str]:
-    fixed_columns = {"trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error"}
+    fixed_columns = {
+        "trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error", "ended_at",
+    }  # fmt: skip
     return [c for c in trials.columns if c not in fixed_columns and not c.startswith(("final_", "best_"))]
 
 
