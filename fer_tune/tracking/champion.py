@@ -34,6 +34,7 @@ from fer_tune.core.metrics import evaluate
 from fer_tune.data.dataset import Split
 from fer_tune.search.sweep import Sweep
 from fer_tune.tracking.card import CARD_FILE, INPUT, TORCHSCRIPT_FILE, model_card
+from fer_tune.tracking.paired import paired_review
 from fer_tune.tracking.report import plot_confusion, plot_learning_curves, plot_mistakes
 from fer_tune.tracking.runs import SweepRuns
 from fer_tune.tracking.store import download_model, fluent_tracking
@@ -100,6 +101,10 @@ def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
     }
     # Only a strictly better score takes the alias: a tie keeps the current champion.
     alias = CHAMPION if rival is None or scores["accuracy"] > rival[1] else CHALLENGER
+    if rival is not None:  # McNemar on the same images, recorded in `tags`; `promote: significant` requires it
+        ours = scores["probabilities"].argmax(1).numpy()
+        if not paired_review(runs, sweep, name, rival[0], ours, split, tags) and sweep.space.promote == "significant":
+            alias = CHALLENGER
     tags["promotion"] = _comparison(alias, scores["accuracy"], rival)
     for key, value in tags.items():
         runs.client.set_model_version_tag(name, version, key, value)

@@ -75,3 +75,15 @@ def save_predictions(sweep, chosen: list | None = None) -> Path | None:
     frame.to_csv(sweep.out_dir / PREDICTIONS_FILE, index=False)
     (sweep.out_dir / PREDICTIONS_META).write_text(json.dumps(meta, indent=2))
     return sweep.out_dir / PREDICTIONS_FILE
+
+
+def add_rival(out_dir: Path, predicted, rival: str) -> None:
+    """Add the registry's previous champion's predictions on the eval split (column `previous_champion`)."""
+    frame = pd.read_csv(out_dir / PREDICTIONS_FILE)
+    meta = json.loads((out_dir / PREDICTIONS_META).read_text())
+    rows = frame["split"] == meta["eval_split"]
+    frame["previous_champion"] = pd.NA
+    frame.loc[rows, "previous_champion"] = list(predicted)
+    meta["previous_champion"] = rival
+    frame.to_csv(out_dir / PREDICTIONS_FILE, index=False)
+    (out_dir / PREDICTIONS_META).write_text(json.dumps(meta, indent=2))
