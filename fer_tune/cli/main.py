@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fer_tune.cli import data, models, serve, sweep, train
+from fer_tune.cli import data, models, report, serve, sweep, train
 from fer_tune.errors import FerTuneError
 from fer_tune.uris import redact
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_commands(commands)  # run, results [sync]
     models.add_commands(commands)  # ui, models list|download, predict
     serve.add_commands(commands)  # serve: the web page and JSON API
+    report.add_commands(commands)  # report: report.html and report.json of a sweep
     return parser
 
 

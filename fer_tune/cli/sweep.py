@@ -181,7 +181,23 @@ def run_space(
         verbose=verbose,
         data_source=data_source,
     )
+    _report(sweep)  # before tracking: the tracker logs results/<sweep>/, the report with it
     return sweep, (tracker.finish(sweep) if tracker else None)
+
+
+def _report(sweep) -> None:
+    """Score the champion and runner-up on the test images and write the sweep's report (tracked or not).
+
+    A report that cannot be built is a warning: the sweep, its tables and its tracking stand without it.
+    """
+    from fer_tune.cli.report import build
+    from fer_tune.search.report.predictions import save_predictions
+
+    try:
+        save_predictions(sweep)
+        print(build(sweep.name), flush=True)
+    except Exception as err:  # noqa: BLE001 - the sweep's results are written already
+        print(f"[fer-tune] warning: report of sweep {sweep.name} not written: {type(err).__name__}: {err}", flush=True)
 
 
 def _finished_message(space, name: str, track: bool) -> str:

@@ -46,6 +46,7 @@ class TrialRecord:
     wall_seconds: float = 0.0
     path: str | None = None  # Ray's trial folder
     rule: ChanceRule | None = None  # the sweep's dead-trial rule: a trial stopped at chance says so
+    ended_at: float | None = None  # Unix time of its last report (orders the trials for the report's cost curve)
 
     @classmethod
     def from_result(cls, result, space: SpaceFile, rule: ChanceRule | None = None) -> TrialRecord:
@@ -68,6 +69,7 @@ class TrialRecord:
             wall_seconds=float(metrics.get("time_total_s") or 0.0),
             path=result.path,
             rule=rule,
+            ended_at=metrics.get("timestamp"),
         )
 
     @property
@@ -107,6 +109,7 @@ class TrialRecord:
             "wall_seconds": round(self.wall_seconds, 2),
             "error": outcome.reason if outcome.status != STOPPED else None,
             "stop_reason": outcome.reason if outcome.status == STOPPED else None,
+            "ended_at": self.ended_at,
         }
 
 
@@ -157,8 +160,10 @@ def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int 
 
 
 def _param_columns(trials: pd.DataFrame) -> list[str]:
-    fixed_columns = {"trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error"}
-    fixed_columns.add("stop_reason")
+    fixed_columns = {
+        "trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error", "ended_at",
+        "stop_reason",
+    }  # fmt: skip
     return [c for c in trials.columns if c not in fixed_columns and not c.startswith(("final_", "best_"))]
 
 

@@ -35,6 +35,7 @@ from fer_tune.core.metrics import evaluate
 from fer_tune.data.dataset import Split
 from fer_tune.search.sweep import Sweep
 from fer_tune.tracking.card import CARD_FILE, INPUT, TORCHSCRIPT_FILE, model_card
+from fer_tune.tracking.paired import paired_review
 from fer_tune.tracking.promotion import CHALLENGER, CHAMPION, promote
 from fer_tune.tracking.report import plot_confusion, plot_learning_curves, plot_mistakes
 from fer_tune.tracking.runs import SweepRuns
@@ -102,7 +103,17 @@ def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
     # Compare and set under the registry's promotion lock (tracking/promotion.py): a strictly better
     # score takes the alias, a tie keeps it with the version registered first.
     champion = lambda: current_champion(runs, name, data, split_name, split)
-    alias, rival = promote(runs.client, name, version, scores["accuracy"], champion)
+    ours = scores["probabilities"].argmax(1).numpy()
+
+    def review(rival: tuple[str, float]) -> bool:
+        """McNemar on the same images (recorded in `tags`); with `promote: significant` a win needs it."""
+        significant = paired_review(runs, sweep, name, rival[0], ours, split, tags)
+        return significant or sweep.space.promote != "significant"
+
+    alias, rival = promote(runs.client, name, version, scores["accuracy"], champion, review)
+    for key in ("paired_test", "promote_rule"):
+        if key in tags:
+            runs.client.set_model_version_tag(name, version, key, tags[key])
     runs.client.set_model_version_tag(name, version, "promotion", _comparison(alias, scores["accuracy"], rival))
     return Registration(name, version, alias, scores["accuracy"], split_name, run_id, rival)
 

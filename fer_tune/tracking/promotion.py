@@ -47,14 +47,26 @@ def beats(accuracy: float, version: str, rival: Rival) -> bool:
 
 
 def promote(
-    client: MlflowClient, name: str, version: str, accuracy: float, rival: Callable[[], Rival]
+    client: MlflowClient,
+    name: str,
+    version: str,
+    accuracy: float,
+    rival: Callable[[], Rival],
+    review: Callable[[tuple[str, float]], bool] | None = None,
 ) -> tuple[str, Rival]:
-    """Under the registry lock: read the champion (`rival()`), compare, and set the aliases; (alias, rival)."""
+    """Under the registry lock: read the champion (`rival()`), compare, and set the aliases; (alias, rival).
+
+    `review(champion)`, where given, is asked whenever a champion exists (it may record a paired test)
+    and must also say yes for the new version to take `champion`.
+    """
     with registry_lock(client, name):
         current = rival()
         if current is not None and current[0] == version:  # a replay of this promotion
             return CHAMPION, None
-        if beats(accuracy, version, current):
+        wins = beats(accuracy, version, current)
+        if current is not None and review is not None:
+            wins = review(current) and wins  # review first: it runs (and records) either way
+        if wins:
             client.set_registered_model_alias(name, CHAMPION, version)
             if current is not None:
                 client.set_registered_model_alias(name, CHALLENGER, current[0])
