@@ -31,6 +31,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--no-track", dest="track", action="store_false", help="write results/ only; touch no MLflow store"
     )
     run.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="SWEEP[,SWEEP...]|auto",
+        help="seed the search with earlier sweeps' trials (auto: earlier sweeps of this space on the same data)",
+    )
+    run.add_argument("--any-data", action="store_true", help="with --warm-start: allow sweeps run on other data")
+    run.add_argument(
         "--verbose", action="store_true", help="also print Ray's, MLflow's and Optuna's own lines and trial tables"
     )
     run.add_argument("--smoke", action="store_true", help="2 trials of 1 epoch on CPUs: check a space runs end to end")
@@ -53,6 +60,9 @@ def cmd_run(args) -> int:
     from fer_tune.search.results import leaderboard_markdown
     from fer_tune.search.sweep_file import load_space, with_budget
 
+    if args.any_data and not args.warm_start:
+        raise FerTuneError("--any-data: only meaningful with --warm-start SWEEP; add --warm-start or drop it")
+
     space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
     if args.smoke and (args.num_samples is not None or args.max_epochs is not None):
         flag = "--num-samples" if args.num_samples is not None else "--max-epochs"
@@ -74,6 +84,8 @@ def cmd_run(args) -> int:
             storage=args.storage,
             track=args.track,
             verbose=2 if args.verbose else 0,
+            warm_start=args.warm_start,
+            any_data=args.any_data,
         )
     except SweepFinished as done:
         print(done)
@@ -131,6 +143,8 @@ def run_space(
     storage: str | Path | None = None,
     track: bool = True,
     verbose: int = 0,
+    warm_start: str | None = None,
+    any_data: bool = False,
 ):
     """Check, load, run and track one sweep: the one place that wires tracking into a sweep.
 
@@ -168,7 +182,10 @@ def run_space(
         check_store(tracking_uri(space.mlflow.tracking_uri), write=True)
     prepare_cluster(space, address)
     data = space.data.load(data_source)
+    warm = _warm_start(space, name, data, warm_start, any_data, track, resume) if warm_start else None
     tracker = _tracker(space, name, data) if track else None
+    if tracker is not None and warm is not None:
+        tracker.record_warm_start(warm.sources, warm.any_data)
     callbacks = tracker.callbacks() if tracker else []
     sweep = run_sweep(
         space,
@@ -180,6 +197,7 @@ def run_space(
         callbacks=callbacks,
         verbose=verbose,
         data_source=data_source,
+        warm=warm,
     )
     _report(sweep)  # before tracking: the tracker logs results/<sweep>/, the report with it
     return sweep, (tracker.finish(sweep) if tracker else None)
@@ -198,6 +216,15 @@ def _report(sweep) -> None:
         print(build(sweep.name), flush=True)
     except Exception as err:  # noqa: BLE001 - the sweep's results are written already
         print(f"[fer-tune] warning: report of sweep {sweep.name} not written: {type(err).__name__}: {err}", flush=True)
+
+
+def _warm_start(space, name: str, data, text: str, any_data: bool, track: bool, resume: bool):
+    if resume:  # the searcher and pruner restored from the experiment hold the seeds they started with
+        print("[fer-tune] --warm-start: a resumed sweep keeps the seeds it started with; not seeding again")
+        return None
+    from fer_tune.cli.warm import load_warm_start
+
+    return load_warm_start(space, name, data, text, any_data, track)
 
 
 def _finished_message(space, name: str, track: bool) -> str:

@@ -40,10 +40,16 @@ STATE_FILE = "pruner_state.pkl"
 SEARCH_PROPERTIES = ("_metric", "_mode", "_metric_op")
 
 
-def build_pruner(space: SpaceFile, state_dir: str | Path | None = None, rule: ChanceRule | None = None):
+def build_pruner(
+    space: SpaceFile,
+    state_dir: str | Path | None = None,
+    rule: ChanceRule | None = None,
+    earlier: dict[str, dict[int, float]] | None = None,
+):
     """Ray Tune's trial scheduler for the space's `pruner:`; ASHA persists its state in `state_dir`.
 
-    With a chance `rule`, ASHA's thin rungs do not promote trials at chance (see the module docstring).
+    With a chance `rule`, ASHA's thin rungs do not promote trials at chance; `earlier` curves (a warm
+    start's, key -> {epoch: metric}) seed ASHA's rungs (see the module docstring).
     """
     config = space.pruner
     max_t = space.budget.max_epochs
@@ -53,8 +59,11 @@ def build_pruner(space: SpaceFile, state_dir: str | Path | None = None, rule: Ch
         least = math.ceil(config.reduction_factor) if config.min_rung_results is None else config.min_rung_results
         floor = dict(rule=rule, min_rung_results=least)
         if state_dir is None:
-            return RungFloorASHA(**floor, **options)
-        return PersistentASHA(Path(state_dir) / STATE_FILE, **floor, **options)
+            pruner = RungFloorASHA(**floor, **options)
+        else:
+            pruner = PersistentASHA(Path(state_dir) / STATE_FILE, **floor, **options)
+        pruner.seed_rungs(earlier or {}, space.mode)
+        return pruner
     if config.name == "hyperband":
         return schedulers.HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_t, reduction_factor=config.reduction_factor)
     if config.name == "median":

@@ -44,8 +44,11 @@ from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
 from fer_tune.search.searchers import build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
+from fer_tune.search.warm_start import WarmStart
 from fer_tune.uris import redact
 from trainables import TRAINABLES
+
+WARM_FILE = "warm_start.json"  # results/<name>/: what a warm-started sweep was seeded from
 
 __all__ = ["TIME_ATTR", "Sweep", "build_pruner", "build_searcher", "run_sweep"]
 
@@ -83,11 +86,13 @@ def run_sweep(
     callbacks: Sequence[tune.Callback] = (),
     verbose: int = 0,
     data_source: str | None = None,
+    warm: WarmStart | None = None,
 ) -> Sweep:
     """Run (or with `resume=True` continue) one sweep and write its results folder.
 
     `data_source` is recorded in sweep.json (where `data` came from, if not the space's own source),
-    so that `results sync` can rebuild the sweep; `verbose` > 0 adds Ray's trial tables.
+    so that `results sync` can rebuild the sweep; `verbose` > 0 adds Ray's trial tables. `warm`: earlier
+    trials mapped into this space (fer_tune.search.warm_start) seed a new sweep's searcher and pruner.
     """
     started = time.perf_counter()
     storage = storage_path(storage)
@@ -98,6 +103,9 @@ def run_sweep(
     prepare_cluster(space, address)
     unavailable = missing_weights(space)
     rule = sweep_chance_rule(space, data)
+    if warm is not None and not resume:  # kept beside the results: a resumed run writes sweep.json again
+        (RESULTS_DIR / name).mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / name / WARM_FILE).write_text(json.dumps(warm.record(space.mode), indent=2))
     trainable = tune.with_resources(
         # one put into the object store; trials needing missing weights fail at once with the driver's reason
         tune.with_parameters(TRAINABLES.get(space.trainable), data=data, unavailable=unavailable),
@@ -112,7 +120,7 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(space),
-            tune_config=_tune_config(space, f"{storage}/{name}", rule),
+            tune_config=_tune_config(space, f"{storage}/{name}", rule, warm),
             run_config=_run_config(
                 space, name, storage, [_console(space, storage, name, rule), *callbacks], verbose, rule
             ),
@@ -122,7 +130,9 @@ def run_sweep(
         raise FerTuneError(
             f"sweep {name} interrupted; continue it with: fer-tune run {space.path} --resume --name {name}"
         )
-    run = {"storage": storage, "data_source": data_source}
+    run = {"storage": storage, "data_source": data_source, "data_fingerprint": data.fingerprint()}
+    if (RESULTS_DIR / name / WARM_FILE).is_file():
+        run["warm_start"] = json.loads((RESULTS_DIR / name / WARM_FILE).read_text())
     return _sweep(name, space, data, result_grid, time.perf_counter() - started, run)
 
 
@@ -229,12 +239,15 @@ def _console(space: SpaceFile, storage: str, name: str, rule: ChanceRule | None 
     return ConsoleReport(space, total_trials(space), error_root=redact(f"{storage}/{name}"), rule=rule)
 
 
-def _tune_config(space: SpaceFile, experiment: str, rule: ChanceRule | None = None) -> tune.TuneConfig:
+def _tune_config(
+    space: SpaceFile, experiment: str, rule: ChanceRule | None = None, warm: WarmStart | None = None
+) -> tune.TuneConfig:
+    earlier = warm.curves() if warm is not None else None
     return tune.TuneConfig(
         metric=space.metric,
         mode=space.mode,
-        search_alg=build_searcher(space),
-        scheduler=build_pruner(space, state_dir=experiment, rule=rule),
+        search_alg=build_searcher(space, warm),
+        scheduler=build_pruner(space, state_dir=experiment, rule=rule, earlier=earlier),
         num_samples=space.budget.num_samples,
         # grid's BasicVariantGenerator limits concurrency itself; Ray warns that a second limit is ignored
         max_concurrent_trials=None if space.search.algorithm == "grid" else space.budget.max_concurrent,

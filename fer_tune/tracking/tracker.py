@@ -36,6 +36,7 @@ from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.tracking.callback import MlflowCallback
 from fer_tune.tracking.champion import Registration, promote_best
 from fer_tune.tracking.dataset_input import log_dataset
+from fer_tune.tracking.earlier import WARM_ANY_DATA_TAG, WARM_START_TAG
 from fer_tune.tracking.runs import SWEEP_TAG, SweepRuns
 from fer_tune.tracking.store import tracking_uri
 from fer_tune.tracking.writer import STORE_ERRORS, TrackingWriter
@@ -113,6 +114,11 @@ class Tracker:
         state = json.loads(path.read_text())
         uri = tracking_uri(space.mlflow.tracking_uri)
         return cls(SweepRuns(uri, state["experiment"], sweep, state["tags"], state["params"]), space)
+
+    def record_warm_start(self, sources: tuple[str, ...], any_data: bool) -> None:
+        """Tag the parent run (made on the sweep's first event) with the sweeps it was warm-started from."""
+        self.runs.tags.update({WARM_START_TAG: ",".join(sources), WARM_ANY_DATA_TAG: str(any_data).lower()})
+        self._save_state(finished=False)
 
     @property
     def finished(self) -> bool:
