@@ -77,6 +77,10 @@ def cmd_run(args) -> int:
         print(tracking.message)
         if not tracking.pending:
             print("browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`")
+    if sweep.best is None and sweep.trials[f"best_{space.metric}"].notna().any():  # a `champion:` rule unmet
+        from fer_tune.search.pareto import no_champion_message
+
+        raise FerTuneError(no_champion_message(space))
     if sweep.best is None:
         raise FerTuneError(f"no trial of sweep {sweep.name} produced a score; see the failures above")
     return 0
@@ -101,6 +105,8 @@ def outcome_summary(sweep) -> str:
     for reason, group in failed.groupby("error"):
         lines.append(f"  failed x{len(group)}: {reason}")
     lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv, leaderboard.md, plots)")
+    if sweep.space.multi_objective:
+        lines.append(f"front: {int(sweep.trials['on_front'].sum())} trials (pareto.csv, pareto.png)")
     return "\n".join(lines)
 
 

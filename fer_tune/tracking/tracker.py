@@ -140,6 +140,10 @@ class Tracker:
         if sweep.best is not None:
             client.log_metric(parent, f"best_{self.space.metric}", sweep.best.best_metric)
         registration = promote_best(sweep, self.runs) if sweep.best is not None else None
+        if self.space.multi_objective:  # every front member becomes a version, tagged with its objectives
+            from fer_tune.tracking.front import register_front
+
+            register_front(sweep, self.runs, registration)
         self.runs.end(parent, "FINISHED")
         return registration
 
