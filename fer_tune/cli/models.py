@@ -113,6 +113,7 @@ def cmd_models_list(args) -> int:
     import pandas as pd
 
     from fer_tune.serving.model import trained_on
+    from fer_tune.tracking.front import FRONT_TAG
 
     uri = _store(args)
     client = _ask(uri, lambda: _client(uri))
@@ -139,14 +140,23 @@ def cmd_models_list(args) -> int:
                 "test_accuracy": v.tags.get("test_accuracy", "-"),
                 "eval_split": v.tags.get("eval_split", "-"),
                 "data_fingerprint": v.tags.get("data_fingerprint", "-"),
-                "sweep": v.tags.get("sweep", "-"),
+                "sweep": v.tags.get("sweep") or v.tags.get(FRONT_TAG, "-"),
                 "trained_on": trained_on(_data_source(client, v.run_id)).removeprefix("trained on "),
+                **_objectives(v.tags),
             }
             for v in versions
         ]
         print(f"{model.name}  (models:/{model.name}@champion)")
         print(pd.DataFrame(rows).sort_values("version").to_string(index=False))
     return 0
+
+
+def _objectives(tags: dict) -> dict:
+    """A multi-objective sweep's front versions: their objectives in one column (fer_tune.tracking.front)."""
+    from fer_tune.tracking.front import OBJECTIVE_TAG
+
+    values = [(k.removeprefix(OBJECTIVE_TAG), float(v)) for k, v in tags.items() if k.startswith(OBJECTIVE_TAG)]
+    return {"objectives": " ".join(f"{k}={v:.4g}" for k, v in sorted(values))} if values else {}
 
 
 def cmd_models_download(args) -> int:

@@ -64,6 +64,8 @@ def cmd_run(args) -> int:
         raise FerTuneError("--any-data: only meaningful with --warm-start SWEEP; add --warm-start or drop it")
 
     space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
+    if args.warm_start and space.multi_objective:
+        raise FerTuneError(f"--warm-start with {args.space}: warm starts seed single-objective sweeps only; drop one")
     if args.smoke and (args.num_samples is not None or args.max_epochs is not None):
         flag = "--num-samples" if args.num_samples is not None else "--max-epochs"
         raise FerTuneError(f"--smoke with {flag}: --smoke runs 2 trials of 1 epoch; leave out one or the other")
@@ -102,6 +104,10 @@ def cmd_run(args) -> int:
         print(tracking.message)
         if not tracking.pending:
             print("browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`")
+    if sweep.best is None and sweep.trials[f"best_{space.metric}"].notna().any():  # a `champion:` rule unmet
+        from fer_tune.search.pareto import no_champion_message
+
+        raise FerTuneError(no_champion_message(space))
     if sweep.best is None:
         raise FerTuneError(f"no trial of sweep {sweep.name} produced a score; see the failures above")
     return 0
@@ -130,6 +136,8 @@ def outcome_summary(sweep) -> str:
     for reason, group in failed.groupby("error"):
         lines.append(f"  failed x{len(group)}: {reason}")
     lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv, leaderboard.md, plots)")
+    if sweep.space.multi_objective:
+        lines.append(f"front: {int(sweep.trials['on_front'].sum())} trials (pareto.csv, pareto.png)")
     return "\n".join(lines)
 
 

@@ -52,6 +52,7 @@ def build_model(config: TrainConfig, num_classes: int, mean: float, std: float) 
         padding=config.resolved_padding,
         dropout=config.dropout,
         width=config.width,
+        separable=config.separable,
         pretrained=config.pretrained,
         freeze_depth=config.freeze_depth,
         input_size=config.input_size,

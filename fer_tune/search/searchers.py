@@ -1,7 +1,10 @@
 """Searchers: what proposes the next trial's configuration.
 
-optuna (TPE over the define-by-run space, the default), random (Optuna's random sampler over
-the same space) and grid (every combination, through Ray's BasicVariantGenerator).
+optuna (TPE over the define-by-run space, the default), nsga2 (Optuna's NSGA-II over the same
+space), random (Optuna's random sampler over it) and grid (every combination, through Ray's
+BasicVariantGenerator). With several objectives (`objectives:`) Optuna's study has one direction
+per objective and is told every objective of a trial when it ends: TPE is then Optuna's
+multi-objective TPE (MOTPE), and NSGA-II is the genetic algorithm made for fronts.
 
 With a warm start (fer_tune.search.warm_start) the Optuna searchers begin with the earlier
 trials as observations in their study, not trained again: completed ones as complete, stopped
@@ -31,11 +34,11 @@ def build_searcher(space: SpaceFile, warm: WarmStart | None = None):
         return BasicVariantGenerator(max_concurrent=space.budget.max_concurrent or 0)
     import optuna
 
-    sampler = (
-        optuna.samplers.TPESampler(seed=space.search.seed)
-        if algorithm == "optuna"
-        else optuna.samplers.RandomSampler(seed=space.search.seed)
-    )
+    samplers = {"optuna": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
+    sampler = samplers.get(algorithm, optuna.samplers.RandomSampler)(seed=space.search.seed)
+    if space.multi_objective:  # Ray's OptunaSearch takes lists: one study direction per objective
+        metric, mode = [o.metric for o in space.objectives], [o.mode for o in space.objectives]
+        return OptunaSearch(space=define_by_run(space), metric=metric, mode=mode, sampler=sampler)
     options = dict(space=define_by_run(space), metric=space.metric, mode=space.mode, sampler=sampler)
     if warm is None or not warm.seeds:
         return OptunaSearch(**options)

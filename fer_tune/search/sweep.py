@@ -38,7 +38,9 @@ from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
 from fer_tune.search.direction import best_of
+from fer_tune.search.mo_pruner import build_scheduler
 from fer_tune.search.outcome import ChanceRule, interrupted
+from fer_tune.search.pareto import pick_champion
 from fer_tune.search.pruners import TIME_ATTR, DeadTrialStop, build_pruner, chance_rule
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
@@ -69,7 +71,11 @@ class Sweep:
         """The training state in the best trial's best checkpoint (by the space's metric)."""
         if self.best is None:
             raise FerTuneError(f"sweep {self.name}: no trial produced a score, so there is no best checkpoint")
-        result = next(r for r in self.result_grid if r.path == self.best.path)
+        return self.state_of(self.best)
+
+    def state_of(self, record: TrialRecord) -> dict:
+        """The training state in a trial's best checkpoint (by the space's metric)."""
+        result = next(r for r in self.result_grid if r.path == record.path)
         checkpoint = result.get_best_checkpoint(self.space.metric, self.space.mode) or result.checkpoint
         with checkpoint.as_directory() as folder:
             return load_checkpoint(folder)
@@ -247,7 +253,7 @@ def _tune_config(
         metric=space.metric,
         mode=space.mode,
         search_alg=build_searcher(space, warm),
-        scheduler=build_pruner(space, state_dir=experiment, rule=rule, earlier=earlier),
+        scheduler=build_scheduler(space, state_dir=experiment, rule=rule, earlier=earlier),
         num_samples=space.budget.num_samples,
         # grid's BasicVariantGenerator limits concurrency itself; Ray warns that a second limit is ignored
         max_concurrent_trials=None if space.search.algorithm == "grid" else space.budget.max_concurrent,
@@ -314,6 +320,8 @@ def _interrupted(result_grid, space: SpaceFile) -> bool:
 
 
 def _best(records: list[TrialRecord], space: SpaceFile) -> TrialRecord | None:
+    if space.multi_objective or space.champion is not None:  # the front member the `champion:` rule picks
+        return pick_champion(records, space)
     scored = [r for r in records if r.best_metric is not None]
     if not scored:
         return None

@@ -23,6 +23,7 @@ from fer_tune.data.synthetic import MAX_SEED, check_size
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_name, check_space_name
 from fer_tune.numbers import whole_number
+from fer_tune.search.objectives import VALIDATION_METRICS, ChampionRule, Objective, check_objectives
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
 
@@ -80,7 +81,7 @@ class DataConfig(Strict):
 
 
 class SearchConfig(Strict):
-    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    algorithm: Literal["optuna", "nsga2", "random", "grid"] = "optuna"  # optuna: TPE; nsga2: Optuna's NSGA-II
     seed: int | None = 0
 
 
@@ -164,6 +165,8 @@ class SpaceFile(Strict):
     trainable: str = "fer_cnn"
     metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_accuracy"
     mode: Literal["max", "min"] = "max"
+    objectives: tuple[Objective, ...] = ()  # several objectives (search/objectives.py); replaces metric/mode
+    champion: ChampionRule | None = None  # how the champion is picked from the front; None: best by metric
     search: SearchConfig = SearchConfig()
     pruner: PrunerConfig = PrunerConfig()
     dead_trials: DeadTrialsConfig = DeadTrialsConfig()
@@ -182,6 +185,26 @@ class SpaceFile(Strict):
     @classmethod
     def _safe_name(cls, value: Any) -> str:
         return _named(value, check_space_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_objective(cls, raw: Any) -> Any:
+        # The first validation metric among `objectives` is the sweep's `metric`: its best epoch is the
+        # checkpoint kept, scored and registered, as with a single objective. load_space checks the rest.
+        objectives = raw.get("objectives") if isinstance(raw, dict) else None
+        if not isinstance(objectives, list | tuple) or not all(isinstance(o, dict) for o in objectives):
+            return raw
+        listed = [o for o in objectives if o.get("metric") in VALIDATION_METRICS and o.get("mode") in ("max", "min")]
+        return {**raw, "metric": listed[0]["metric"], "mode": listed[0]["mode"]} if listed else raw
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        """Every objective; a single-objective file's is its metric and mode."""
+        return self.objectives or (Objective(metric=self.metric, mode=self.mode),)
 
     @field_validator("trainable")
     @classmethod
@@ -299,11 +322,17 @@ def load_space(path: str | Path) -> SpaceFile:
     if "name" not in raw:
         check_space_name(path.stem, f"{path}: name (none given, so the file's name)")
         raw["name"] = path.stem
+    for key in ("metric", "mode"):
+        if raw.get("objectives") and key in raw:
+            raise FerTuneError(f"{path}: {key}: {raw[key]}: objectives: replaces metric and mode; remove {key}:")
     space = parse_space(raw.pop("space", None) or {}, where=str(path))
     try:
         spec = SpaceFile(**raw, space=space, path=str(path))
     except ValidationError as err:
         raise FerTuneError(f"{path}: {format_validation_error(err, SpaceFile)}") from None
+    problem = check_objectives(spec.objectives, spec.champion, spec.metric)
+    if problem:
+        raise FerTuneError(f"{path}: {problem}")
     check_epochs(spec, where=str(path))
     spec.default_point()  # the default point must itself be a valid configuration
     return spec

@@ -16,13 +16,15 @@ from pathlib import Path
 from ray import tune
 
 from fer_tune.core.config import make_train_config, trial_point
+from fer_tune.core.cost import COST_METRICS
 from fer_tune.errors import FerTuneError
 from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, ChanceRule, ended, interrupted, outcome_of
 from fer_tune.search.results import CURVE_COLUMNS
 from fer_tune.tracking.runs import INTERRUPTED_TAG
 from fer_tune.tracking.writer import TrackingWriter
 
-METRICS = [c for c in CURVE_COLUMNS if c != "epoch"]  # logged per epoch, step = epoch
+# logged per epoch, step = epoch; the cost metrics are constant over a trial's epochs
+METRICS = [c for c in CURVE_COLUMNS if c != "epoch"] + list(COST_METRICS)
 
 
 class MlflowCallback(tune.Callback):

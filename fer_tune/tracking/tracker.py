@@ -154,6 +154,10 @@ class Tracker:
         registration = promote_best(sweep, self.runs) if sweep.best is not None else None
         everyone = client.search_runs([self.runs.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.runs.sweep}'")
         log_dataset(client, [run.info.run_id for run in everyone], sweep.data)  # the runs table's Dataset column
+        if self.space.multi_objective:  # every front member becomes a version, tagged with its objectives
+            from fer_tune.tracking.front import register_front
+
+            register_front(sweep, self.runs, registration)
         self.runs.end(parent, "FINISHED")
         return registration
 
