@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
 from fer_tune.data import ExtraSource, FerDataset, load_dataset
 from fer_tune.errors import FerTuneError
-from fer_tune.names import check_name, check_space_name
+from fer_tune.names import check_space_name
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
 
@@ -112,17 +112,6 @@ def _named(value: Any, check) -> str:
         raise ValueError(str(err).removeprefix("name: ")) from None
 
 
-class MlflowConfig(Strict):
-    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite:///results/mlflow.db
-    experiment: str | None = None  # default: the space's name
-    register_as: str = "fer-emotion"
-
-    @field_validator("experiment", "register_as")
-    @classmethod
-    def _safe_name(cls, value: str | None) -> str | None:
-        return None if value is None else _named(value, check_name)
-
-
 class SpaceFile(Strict):
     """A whole search-space YAML file."""
 
@@ -137,7 +126,7 @@ class SpaceFile(Strict):
     warm_start: WarmStartConfig = WarmStartConfig()
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    mlflow: MlflowConfig = MlflowConfig()
+    mlflow: dict[str, Any] = Field(default_factory=dict)  # the tracker's own section: fer_tune.tracking validates it
     space: tuple[Param, ...] = ()
     path: str = "<memory>"  # where it was loaded from, for error messages
 
