@@ -86,3 +86,22 @@ def test_the_do_nothing_tracker_has_the_trackers_methods():
     untracked.check()
     assert untracked.callbacks("s-1", None) == [] and not untracked.unfinished("s-1")
     assert untracked.finish(None).lines() == [] and untracked.finish(None).pending == 0
+
+
+def test_the_model_knobs_are_one_list_forwarded_by_name():
+    """Knobs is the one list: TrainConfig supplies each knob by name and build_model forwards them all."""
+    from fer_tune.core.classifier import build_model
+    from fer_tune.core.config import TrainConfig, make_train_config
+    from fer_tune.core.models import KNOB_NAMES, create_model
+    from fer_tune.errors import FerTuneError
+
+    config = make_train_config({"model": "basic", "kernel_size": 2, "padding": "auto", "width": 0.5, "tta": "tencrop"})
+    knobs = config.model_knobs()
+    assert set(knobs) == set(KNOB_NAMES) - {"num_classes"}
+    assert knobs["padding"] == 0 and knobs["image_size"] == 40 and knobs["width"] == 0.5
+    built = build_model(config, num_classes=5, mean=0.5, std=0.25).net
+    direct = create_model("basic", num_classes=5, kernel_size=2, padding=0, width=0.5, image_size=40)
+    assert [p.shape for p in built.parameters()] == [p.shape for p in direct.parameters()]
+    assert all(name in TrainConfig.model_fields or hasattr(TrainConfig, name) for name in knobs)
+    with pytest.raises(FerTuneError, match=r"^model argument widht: unknown; expected one of: num_classes, "):
+        create_model("basic", widht=0.5)
