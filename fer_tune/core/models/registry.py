@@ -11,7 +11,7 @@ bad combination fails at config load with the same words as at build.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
@@ -153,12 +153,12 @@ def create_model(name: str, **knobs: Any) -> nn.Module:
     unknown = sorted(set(knobs) - set(KNOB_NAMES))
     if unknown:
         raise FerTuneError(f"model argument {unknown[0]}: unknown; expected one of: {', '.join(KNOB_NAMES)}")
-    knobs = asdict(Knobs(**{**knobs, "input_size": resolved_input_size(name, knobs.get("input_size"))}))
-    problem = knob_problem(name, knobs)
+    knobs = {**KNOB_DEFAULTS, **knobs, "input_size": resolved_input_size(name, knobs.get("input_size"))}
+    problem = knob_problem(name, knobs)  # first: its words name what this model allows
     if problem:
         key, why = problem
         raise FerTuneError(f"model argument {key}: {why}")
-    return MODELS.get(name)(**knobs)
+    return MODELS.get(name)(**asdict(Knobs(**knobs)))
 
 
 @dataclass(frozen=True)
@@ -208,4 +208,5 @@ class Knobs:
         return max(1, round(n * self.width))
 
 
-KNOB_NAMES = tuple(field.name for field in fields(Knobs))
+KNOB_DEFAULTS = asdict(Knobs())
+KNOB_NAMES = tuple(KNOB_DEFAULTS)
