@@ -39,7 +39,6 @@ from bench.common import Recorder, write_readme
 from fer_tune.search.sweep_file import (
     BudgetConfig,
     DataConfig,
-    MlflowConfig,
     PrunerConfig,
     ResourcesConfig,
     SearchConfig,
@@ -77,9 +76,7 @@ ASHA_ASYNC_FACTOR = 2.0
 FULL_ASHA = dict(grace_period=5, reduction_factor=3)  # full.yaml's pruner
 # Bench sweeps are tracked like any sweep (tracking is part of the overhead measured), into their
 # own store and under their own model name, so they never mix with real experiments.
-BENCH_MLFLOW = MlflowConfig(
-    tracking_uri=f"sqlite:///{ROOT / 'results' / 'mlflow-bench.db'}", register_as="fer-emotion-bench"
-)
+BENCH_MLFLOW = {"tracking_uri": f"sqlite:///{ROOT / 'results' / 'mlflow-bench.db'}", "register_as": "fer-emotion-bench"}
 
 
 def cli_help_seconds() -> list[float]:

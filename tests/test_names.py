@@ -59,8 +59,10 @@ def test_a_file_without_name_takes_its_stem_which_must_be_a_name_too(tmp_path):
 @pytest.mark.parametrize("key", ["experiment", "register_as"])
 def test_mlflow_names_are_names(tmp_path, key):
     (tmp_path / "s.yaml").write_text(f"name: ok\nmlflow: {{{key}: ../x}}\n")
-    with pytest.raises(FerTuneError, match=rf"mlflow\.{key}: '\.\./x': not a safe name"):
-        load_space(tmp_path / "s.yaml")
+    from fer_tune.tracking.settings import mlflow_settings  # tracking validates its own section
+
+    with pytest.raises(FerTuneError, match=rf"s\.yaml: mlflow\.{key}: '\.\./x': not a safe name"):
+        mlflow_settings(load_space(tmp_path / "s.yaml"))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from mlflow_helpers import free_port
 
 from fer_tune.cli.main import main
 from fer_tune.errors import FerTuneError
-from fer_tune.search.sweep import prepare_cluster
+from fer_tune.search.plan import prepare_cluster
 from fer_tune.search.sweep_file import load_space
 
 SPACE = "name: pre\npruner: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\nspace:\n  model: basic\n"

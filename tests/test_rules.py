@@ -51,3 +51,57 @@ def test_one_pixel_scale_for_training_evaluation_and_the_deployed_predictor():
     assert torch.equal(unit_scale(given), unit_scale(stored)) and given[2] == PIXEL_MAX  # the input is left as it was
     scripted = torch.jit.script(unit_scale)  # the Predictor is exported as TorchScript
     assert torch.equal(scripted(stored), unit_scale(stored))
+
+
+def test_the_mlflow_section_is_checked_by_tracking_even_with_no_track(workdir, capsys):
+    """The sweep file holds `mlflow:` opaque; tracking validates it, one line naming the file and the key,
+    before anything is written (also under --no-track, whose do-nothing twin checks the file the same)."""
+    from fer_tune.cli.main import main
+
+    (workdir / "s.yaml").write_text("name: s\nmlflow: {experimnt: x}\nspace:\n  model: basic\n")
+    for flags in ([], ["--no-track"]):
+        assert main(["run", "s.yaml", *flags]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("fer-tune: error: s.yaml: mlflow.experimnt: unknown key; expected one of: ")
+        assert "register_as" in err and err.count("\n") == 1
+    assert sorted(p.name for p in workdir.iterdir()) == ["s.yaml"]  # not even results/
+
+
+def test_the_do_nothing_tracker_has_the_trackers_methods():
+    import inspect
+
+    from fer_tune.search.sweep_file import SpaceFile
+    from fer_tune.tracking.trackers import MlflowTracking, NoTracking, SweepTracking, open_tracking
+
+    methods = [name for name, _ in inspect.getmembers(SweepTracking, inspect.isfunction) if not name.startswith("_")]
+    assert methods == ["callbacks", "check", "finish", "unfinished"]
+    for twin in (MlflowTracking, NoTracking):
+        for name in methods:
+            assert inspect.signature(getattr(twin, name)).parameters.keys() == (
+                inspect.signature(getattr(SweepTracking, name)).parameters.keys()
+            ), (twin, name)
+    space = SpaceFile(name="s")
+    untracked = open_tracking(space, track=False)
+    assert isinstance(untracked, NoTracking) and isinstance(open_tracking(space, track=True), MlflowTracking)
+    untracked.check()
+    assert untracked.callbacks("s-1", None) == [] and not untracked.unfinished("s-1")
+    assert untracked.finish(None).lines() == [] and untracked.finish(None).pending == 0
+
+
+def test_the_model_knobs_are_one_list_forwarded_by_name():
+    """Knobs is the one list: TrainConfig supplies each knob by name and build_model forwards them all."""
+    from fer_tune.core.classifier import build_model
+    from fer_tune.core.config import TrainConfig, make_train_config
+    from fer_tune.core.models import KNOB_NAMES, create_model
+    from fer_tune.errors import FerTuneError
+
+    config = make_train_config({"model": "basic", "kernel_size": 2, "padding": "auto", "width": 0.5, "tta": "tencrop"})
+    knobs = config.model_knobs()
+    assert set(knobs) == set(KNOB_NAMES) - {"num_classes"}
+    assert knobs["padding"] == 0 and knobs["image_size"] == 40 and knobs["width"] == 0.5
+    built = build_model(config, num_classes=5, mean=0.5, std=0.25).net
+    direct = create_model("basic", num_classes=5, kernel_size=2, padding=0, width=0.5, image_size=40)
+    assert [p.shape for p in built.parameters()] == [p.shape for p in direct.parameters()]
+    assert all(name in TrainConfig.model_fields or hasattr(TrainConfig, name) for name in knobs)
+    with pytest.raises(FerTuneError, match=r"^model argument widht: unknown; expected one of: num_classes, "):
+        create_model("basic", widht=0.5)

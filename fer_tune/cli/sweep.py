@@ -100,10 +100,8 @@ def cmd_run(args) -> int:
     if sweep.best is not None:
         print(f"best trial {sweep.best.trial_id}: {space.metric} {sweep.best.best_metric:.4f}")
         print("best configuration: " + ", ".join(f"{k}={v}" for k, v in sweep.best.params.items() if v is not None))
-    if tracking is not None:
-        print(tracking.message)
-        if not tracking.pending:
-            print("browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`")
+    for line in tracking.lines():
+        print(line)
     if sweep.best is None and sweep.trials[f"best_{space.metric}"].notna().any():  # a `champion:` rule unmet
         from fer_tune.search.pareto import no_champion_message
 
@@ -156,59 +154,35 @@ def run_space(
 ):
     """Check, load, run and track one sweep: the one place that wires tracking into a sweep.
 
-    Cheap checks first (paths, the sweep's name, the tracking store, Ray and the resources a trial
-    asks for), then the data, then the sweep; with `track`, the Tracker's callbacks go in and its
-    finish (artifacts, the champion) comes after. Returns (Sweep, TrackingOutcome or None).
+    Cheap checks first (the sweep's plan: its name and storage, checked once; paths; the tracking
+    store), then Ray and the resources a trial asks for, then the data, then the sweep. The tracker
+    (MLflow's, or with `track` false its do-nothing twin) adds its callbacks and, after, its finish
+    (artifacts, the champion). Returns (Sweep, the tracker's outcome: `.lines()` to print).
     """
     from fer_tune.constants import RESULTS_DIR
-    from fer_tune.search.sweep import (
-        check_new,
-        check_resumable,
-        finished,
-        prepare_cluster,
-        run_sweep,
-        storage_path,
-        sweep_name,
-    )
+    from fer_tune.search.plan import prepare_sweep, start_cluster
+    from fer_tune.search.sweep import run_sweep
+    from fer_tune.tracking.trackers import open_tracking
 
     if name is not None:
         check_name(name, "--name")
+    tracking = open_tracking(space, track)
+    plan = prepare_sweep(space, name=name, storage=storage, resume=resume, address=address, data_source=data_source)
     writable_folder(RESULTS_DIR, "results folder")
-    storage = storage_path(storage)
-    if "://" not in storage:
-        writable_folder(Path(storage), "--storage")
-    name = name or sweep_name(space, storage, resume)
-    if resume:
-        check_resumable(name, storage)
-        if finished(name):
-            raise SweepFinished(_finished_message(space, name, track))
-    else:
-        check_new(name, storage)
-    if track:
-        from fer_tune.tracking.store import check_store, tracking_uri
-
-        check_store(tracking_uri(space.mlflow.tracking_uri), write=True)
-    prepare_cluster(space, address)
+    if "://" not in plan.storage:
+        writable_folder(Path(plan.storage), "--storage")
+    if plan.finished:
+        raise SweepFinished(sync(plan.name) if tracking.unfinished(plan.name) else _finished_message(plan.name))
+    tracking.check()
+    start_cluster(plan)
     data = space.data.load(data_source)
-    warm = _warm_start(space, name, data, warm_start, any_data, track, resume) if warm_start else None
-    tracker = _tracker(space, name, data) if track else None
-    if tracker is not None and warm is not None:
-        tracker.record_warm_start(warm.sources, warm.any_data)
-    callbacks = tracker.callbacks() if tracker else []
-    sweep = run_sweep(
-        space,
-        data,
-        name=name,
-        address=address,
-        resume=resume,
-        storage=storage,
-        callbacks=callbacks,
-        verbose=verbose,
-        data_source=data_source,
-        warm=warm,
-    )
+    warm = _warm_start(space, plan.name, data, warm_start, any_data, track, plan.resume) if warm_start else None
+    callbacks = tracking.callbacks(plan.name, data)
+    if warm is not None:
+        tracking.record_warm_start(warm.sources, warm.any_data)
+    sweep = run_sweep(plan, data, callbacks=callbacks, verbose=verbose, warm=warm)
     _report(sweep)  # before tracking: the tracker logs results/<sweep>/, the report with it
-    return sweep, (tracker.finish(sweep) if tracker else None)
+    return sweep, tracking.finish(sweep)
 
 
 def _report(sweep) -> None:
@@ -235,40 +209,21 @@ def _warm_start(space, name: str, data, text: str, any_data: bool, track: bool, 
     return load_warm_start(space, name, data, text, any_data, track)
 
 
-def _finished_message(space, name: str, track: bool) -> str:
-    if track:
-        from fer_tune.tracking.tracker import Tracker
-
-        tracker = Tracker.resume(space, name) if _has_tracking(name) else None
-        if tracker is not None and not tracker.finished:
-            return sync(name)
+def _finished_message(name: str) -> str:
     return f"sweep {name} is finished; nothing to resume (see `fer-tune results {name}`); nothing was changed"
-
-
-def _has_tracking(name: str) -> bool:
-    from fer_tune.constants import RESULTS_DIR
-    from fer_tune.tracking.tracker import STATE_FILE
-
-    return (RESULTS_DIR / name / STATE_FILE).is_file()
-
-
-def _tracker(space, name: str, data):
-    from fer_tune.tracking.tracker import Tracker
-
-    return Tracker.for_sweep(space, name, data)
 
 
 def sync(name: str) -> str:
     """Write a sweep's pending tracking records and finish its tracking (artifacts, the champion)."""
     from fer_tune.search.sweep import reload_sweep
-    from fer_tune.tracking.store import check_store, tracking_uri
     from fer_tune.tracking.tracker import Tracker
+    from fer_tune.tracking.trackers import MlflowTracking
 
     sweep = reload_sweep(name)
     tracker = Tracker.resume(sweep.space, name)
     if tracker.finished:
         return f"sweep {name}: nothing pending; its tracking is complete"
-    check_store(tracking_uri(sweep.space.mlflow.tracking_uri), write=True)
+    MlflowTracking(sweep.space).check()
     outcome = tracker.finish(sweep)
     if outcome.pending:
         raise FerTuneError(outcome.message)

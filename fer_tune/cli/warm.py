@@ -37,9 +37,10 @@ def _read(name: str, space, track: bool):
 
     if track:
         from fer_tune.tracking.earlier import read_tracked
+        from fer_tune.tracking.settings import mlflow_settings
         from fer_tune.tracking.store import tracking_uri
 
-        sweep = read_tracked(name, space.metric, tracking_uri(space.mlflow.tracking_uri))
+        sweep = read_tracked(name, space.metric, tracking_uri(mlflow_settings(space).tracking_uri))
         if sweep is not None:
             return sweep
     return read_results(name, space.metric)

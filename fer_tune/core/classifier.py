@@ -45,20 +45,7 @@ def _statistic(value: float | Sequence[float]) -> torch.Tensor:
 def build_model(config: TrainConfig, num_classes: int, mean: float, std: float) -> Normalized:
     """The model of `config`, normalizing inside: with the train split's `mean` and `std`, or
     ImageNet's per channel for a pretrained ImageNet backbone (see fer_tune.core.models.transfer)."""
-    net = create_model(
-        config.model,
-        num_classes=num_classes,
-        kernel_size=config.kernel_size,
-        padding=config.resolved_padding,
-        dropout=config.dropout,
-        width=config.width,
-        separable=config.separable,
-        pretrained=config.pretrained,
-        freeze_depth=config.freeze_depth,
-        input_size=config.input_size,
-        dense_units=config.dense_units,
-        image_size=config.image_size,
-    )
+    net = create_model(config.model, num_classes=num_classes, **config.model_knobs())
     if getattr(net, "imagenet_normalized", False):
         return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
     return Normalized(net, mean, std)

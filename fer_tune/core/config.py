@@ -93,6 +93,11 @@ class TrainConfig(Strict):
         """Side of the images the model gets: 48, or ten-crop's 40 (it then trains on random 40 px crops)."""
         return augment.CROP_SIZE if self.tta == "tencrop" else IMAGE_SIZE
 
+    def model_knobs(self) -> dict[str, Any]:
+        """This config's value of every model knob (fer_tune.core.models.Knobs) but num_classes, the data's."""
+        resolved = {"padding": self.resolved_padding}
+        return {name: resolved.get(name, getattr(self, name)) for name in models.KNOB_NAMES if name != "num_classes"}
+
     @property
     def resolved_input_size(self) -> int:
         return models.resolved_input_size(self.model, self.input_size)

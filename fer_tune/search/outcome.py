@@ -21,7 +21,6 @@ EPOCH = "epoch"  # the metric fit reports: epochs completed (the pruners' time a
 COMPLETED, STOPPED, FAILED = "completed", "stopped early", "failed"
 OUTCOMES = (COMPLETED, STOPPED, FAILED)  # in the order summaries list them
 RAY_ENDED = ("TERMINATED", "ERROR")  # Ray Tune's states of a trial that ran to its end or failed
-MLFLOW_STATUS = {COMPLETED: "FINISHED", STOPPED: "KILLED", FAILED: "FAILED"}
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,6 @@ class Outcome:
     epochs: int  # epochs the trial ran
     planned_epochs: int  # epochs it was given
     reason: str | None = None  # FAILED: the error's last line; STOPPED: why, where a rule says (else None)
-
-    @property
-    def mlflow_status(self) -> str:
-        return MLFLOW_STATUS[self.status]
 
     def describe(self) -> str:
         if self.status == FAILED:

@@ -2,10 +2,13 @@
 
     from fer_tune.data import load_dataset
     from fer_tune.search.sweep_file import load_space
+    from fer_tune.search.plan import prepare_sweep, start_cluster
     from fer_tune.search.sweep import run_sweep
 
     space = load_space("search_spaces/quick.yaml")
-    sweep = run_sweep(space, load_dataset("synthetic", n=space.data.n))
+    plan = prepare_sweep(space)  # the name, Ray's storage, checked once (fer_tune.search.plan)
+    start_cluster(plan)
+    sweep = run_sweep(plan, load_dataset("synthetic", n=space.data.n))
     sweep.trials  # pandas DataFrame, one row per trial; also written to results/<name>/
 
 Searchers: optuna (TPE over the define-by-run space, default), random (Optuna's
@@ -23,7 +26,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,12 @@ from fer_tune.core.config import GRID_KEY
 from fer_tune.core.models import capabilities, fetch_pretrained
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
-from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
 from fer_tune.search.direction import best_of
 from fer_tune.search.mo_pruner import build_scheduler
 from fer_tune.search.outcome import ChanceRule, interrupted
 from fer_tune.search.pareto import pick_champion
+from fer_tune.search.plan import SweepPlan, storage_path
 from fer_tune.search.pruners import TIME_ATTR, DeadTrialStop, build_pruner, chance_rule
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
@@ -82,34 +84,26 @@ class Sweep:
 
 
 def run_sweep(
-    space: SpaceFile,
+    plan: SweepPlan,
     data: FerDataset,
     *,
-    name: str | None = None,
-    address: str | None = None,
-    resume: bool = False,
-    storage: str | Path | None = None,
     callbacks: Sequence[tune.Callback] = (),
     verbose: int = 0,
-    data_source: str | None = None,
     warm: WarmStart | None = None,
 ) -> Sweep:
-    """Run (or with `resume=True` continue) one sweep and write its results folder.
+    """Run (or with `plan.resume`, continue) the planned sweep on a started cluster and write its results folder.
 
-    `data_source` is recorded in sweep.json (where `data` came from, if not the space's own source),
-    so that `results sync` can rebuild the sweep; `verbose` > 0 adds Ray's trial tables. `warm`: earlier
-    trials mapped into this space (fer_tune.search.warm_start) seed a new sweep's searcher and pruner.
+    The plan's checks are not repeated here (see fer_tune.search.plan); `verbose` > 0 adds Ray's trial tables.
+    `warm`: earlier trials mapped into this space (fer_tune.search.warm_start) seed a new sweep's searcher and pruner.
     """
     started = time.perf_counter()
-    storage = storage_path(storage)
-    name = name or sweep_name(space, storage, resume)
+    space, name, storage = plan.space, plan.name, plan.storage
     # Per-epoch checkpoints with num_to_keep force frequent experiment snapshots; on local disk they
     # take milliseconds, so Ray's warning about them is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    prepare_cluster(space, address)
     unavailable = missing_weights(space)
     rule = sweep_chance_rule(space, data)
-    if warm is not None and not resume:  # kept beside the results: a resumed run writes sweep.json again
+    if warm is not None and not plan.resume:  # kept beside the results: a resumed run writes sweep.json again
         (RESULTS_DIR / name).mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / name / WARM_FILE).write_text(json.dumps(warm.record(space.mode), indent=2))
     trainable = tune.with_resources(
@@ -117,16 +111,15 @@ def run_sweep(
         tune.with_parameters(TRAINABLES.get(space.trainable), data=data, unavailable=unavailable),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
-    if resume:
-        path = check_resumable(name, storage)
+    if plan.resume:
         # Ray restores the callbacks pickled with the first run (ours look their MLflow runs up again
         # by tag), so `callbacks` only take effect in new sweeps.
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(plan.experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(space),
-            tune_config=_tune_config(space, f"{storage}/{name}", rule, warm),
+            tune_config=_tune_config(space, plan.experiment, rule, warm),
             run_config=_run_config(
                 space, name, storage, [_console(space, storage, name, rule), *callbacks], verbose, rule
             ),
@@ -136,7 +129,7 @@ def run_sweep(
         raise FerTuneError(
             f"sweep {name} interrupted; continue it with: fer-tune run {space.path} --resume --name {name}"
         )
-    run = {"storage": storage, "data_source": data_source, "data_fingerprint": data.fingerprint()}
+    run = {"storage": storage, "data_source": plan.data_source, "data_fingerprint": data.fingerprint()}
     if (RESULTS_DIR / name / WARM_FILE).is_file():
         run["warm_start"] = json.loads((RESULTS_DIR / name / WARM_FILE).read_text())
     return _sweep(name, space, data, result_grid, time.perf_counter() - started, run)
@@ -167,41 +160,6 @@ def reload_sweep(name: str) -> Sweep:
     data = space.data.load(run.get("data_source"))
     result_grid = tune.ResultGrid(tune.ExperimentAnalysis(f"{storage}/{name}"))
     return _sweep(name, space, data, result_grid, 0.0, run)
-
-
-def check_new(name: str, storage: str) -> None:
-    """A new sweep may not reuse a name: it would overwrite the old one's tables and merge their runs."""
-    taken = [str(p) for p in (RESULTS_DIR / name, Path(storage) / name) if "://" not in str(p) and p.exists()]
-    if taken:
-        raise FerTuneError(
-            f"--name {name}: a sweep of that name exists already ({', '.join(taken)}); continue it with "
-            f"--resume --name {name}, or choose another --name"
-        )
-
-
-def check_resumable(name: str, storage: str) -> str:
-    """The experiment folder of an interrupted sweep `name`, or a one-line error."""
-    path = f"{storage}/{name}"
-    if not tune.Tuner.can_restore(path):
-        raise FerTuneError(f"--resume: no interrupted sweep at {redact(path)}; start one without --resume")
-    return path
-
-
-def finished(name: str) -> bool:
-    """Whether sweep `name` ran to its end and wrote its results (a --resume then has nothing to run)."""
-    return (RESULTS_DIR / name / "sweep.json").is_file()
-
-
-def prepare_cluster(space: SpaceFile, address: str | None) -> None:
-    """Start or join Ray (in bounded time) and check that one trial's request fits on a node of it."""
-    cluster = connect_ray(address)
-    check_resources(space.resources.cpu, space.resources.gpu, cluster)
-    cuda = [p for p in space.space if p.name == "device" and any(str(v).startswith("cuda") for v in p.values)]
-    if cuda and space.resources.gpu == 0:
-        raise FerTuneError(
-            f"{space.path}: space.device: {cuda[0].values[0]!r} needs a GPU, but each trial asks for none "
-            "(resources.gpu: 0); use device auto, or --gpus-per-trial"
-        )
 
 
 def missing_weights(space: SpaceFile) -> dict[str, str]:
@@ -284,24 +242,6 @@ def _param_space(space: SpaceFile) -> dict:
     if space.search.algorithm == "grid":
         return {GRID_KEY: tune.grid_search(grid_points(space))}
     return {}  # Optuna's define-by-run function is the space
-
-
-def storage_path(storage: str | Path | None) -> str:
-    """Ray's storage: an absolute local path (default results/ray), or a URI (s3://, gs://) as given."""
-    storage = str(storage or RESULTS_DIR / "ray")
-    return storage if "://" in storage else str(Path(storage).resolve())
-
-
-def sweep_name(space: SpaceFile, storage: str, resume: bool) -> str:
-    """A new sweep's name (SPACE-DATE-TIME); with `resume`, the latest sweep of this space."""
-    return (latest_sweep(storage, space.name) if resume else None) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def latest_sweep(storage: Path | str, space_name: str) -> str | None:
-    """The most recently started sweep of this space under `storage`, for --resume without --name."""
-    folder = Path(storage)
-    candidates = sorted(folder.glob(f"{space_name}-*"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return candidates[-1].name if candidates else None
 
 
 def trial_dirname(trial) -> str:

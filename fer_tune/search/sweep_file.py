@@ -21,7 +21,7 @@ from fer_tune.core.config import Strict, TrainConfig, format_validation_error, m
 from fer_tune.data import ExtraSource, FerDataset, load_dataset
 from fer_tune.data.synthetic import MAX_SEED, check_size
 from fer_tune.errors import FerTuneError
-from fer_tune.names import check_name, check_space_name
+from fer_tune.names import check_space_name
 from fer_tune.numbers import whole_number
 from fer_tune.search.objectives import VALIDATION_METRICS, ChampionRule, Objective, check_objectives
 from fer_tune.search.syntax import Param, parse_space
@@ -139,17 +139,6 @@ def _named(value: Any, check) -> str:
         raise ValueError(str(err).removeprefix("name: ")) from None
 
 
-class MlflowConfig(Strict):
-    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite:///results/mlflow.db
-    experiment: str | None = None  # default: the space's name
-    register_as: str = "fer-emotion"
-
-    @field_validator("experiment", "register_as")
-    @classmethod
-    def _safe_name(cls, value: str | None) -> str | None:
-        return None if value is None else _named(value, check_name)
-
-
 class SelectConfig(Strict):
     """Re-train the top configurations with fresh seeds after the search; the champion is the best mean."""
 
@@ -173,7 +162,7 @@ class SpaceFile(Strict):
     warm_start: WarmStartConfig = WarmStartConfig()
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    mlflow: MlflowConfig = MlflowConfig()
+    mlflow: dict[str, Any] = Field(default_factory=dict)  # the tracker's own section: fer_tune.tracking validates it
     select: SelectConfig = SelectConfig()
     # Registry promotion: "better" (a strictly higher test accuracy takes @champion) or "significant"
     # (also McNemar's exact test on the same test images, p < 0.05: fer_tune.tracking.paired).

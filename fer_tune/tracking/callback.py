@@ -18,13 +18,14 @@ from ray import tune
 from fer_tune.core.config import make_train_config, trial_point
 from fer_tune.core.cost import COST_METRICS
 from fer_tune.errors import FerTuneError
-from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, ChanceRule, ended, interrupted, outcome_of
+from fer_tune.search.outcome import COMPLETED, EPOCH, FAILED, STOPPED, ChanceRule, ended, interrupted, outcome_of
 from fer_tune.search.results import CURVE_COLUMNS
 from fer_tune.tracking.runs import INTERRUPTED_TAG
 from fer_tune.tracking.writer import TrackingWriter
 
 # logged per epoch, step = epoch; the cost metrics are constant over a trial's epochs
 METRICS = [c for c in CURVE_COLUMNS if c != "epoch"] + list(COST_METRICS)
+MLFLOW_STATUS = {COMPLETED: "FINISHED", STOPPED: "KILLED", FAILED: "FAILED"}  # a run's status by its trial's outcome
 
 
 class MlflowCallback(tune.Callback):
@@ -57,7 +58,9 @@ class MlflowCallback(tune.Callback):
         tags = {"fer_tune.stopped_at_epoch": outcome.epochs} if outcome.status == STOPPED else {}
         if outcome.status == STOPPED and outcome.reason:
             tags["fer_tune.stop_reason"] = outcome.reason
-        self.writer.write({"kind": "trial_end", **self._trial(trial), "status": outcome.mlflow_status, "tags": tags})
+        self.writer.write(
+            {"kind": "trial_end", **self._trial(trial), "status": MLFLOW_STATUS[outcome.status], "tags": tags}
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         # Ray writes error.txt beside the driver first and syncs it to storage later, so read it there.
@@ -70,7 +73,7 @@ class MlflowCallback(tune.Callback):
             {
                 "kind": "trial_end",
                 **self._trial(trial),
-                "status": outcome.mlflow_status,
+                "status": MLFLOW_STATUS[outcome.status],
                 "tags": tags,
                 "error_text": text,
             }

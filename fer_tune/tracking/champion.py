@@ -39,6 +39,7 @@ from fer_tune.tracking.paired import paired_review
 from fer_tune.tracking.promotion import CHALLENGER, CHAMPION, promote
 from fer_tune.tracking.report import plot_confusion, plot_learning_curves, plot_mistakes
 from fer_tune.tracking.runs import SweepRuns
+from fer_tune.tracking.settings import mlflow_settings
 from fer_tune.tracking.store import download_model, fluent_tracking
 
 
@@ -72,7 +73,7 @@ class Registration:
 
 def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
     """Score the sweep's best checkpoint, log it in a nested champion run, register it and set its alias."""
-    data, name = sweep.data, sweep.space.mlflow.register_as
+    data, name = sweep.data, mlflow_settings(sweep.space).register_as
     done = registered_already(runs, name, sweep.name)
     if done is not None:  # `results sync` after an outage that hit this step, or a re-run of it
         return done
@@ -157,7 +158,7 @@ def log_evaluation(runs: SweepRuns, run_id: str, sweep: Sweep, scores: dict, spl
         plot_mistakes(split, scores["probabilities"], classes, figures / "misclassified.png")
         plot_learning_curves(sweep.best.curve, meta["checkpoint_epoch"], figures / "learning_curves.png")
         client.log_artifacts(run_id, str(figures), "evaluation")
-    client.log_text(run_id, model_card(meta, name=sweep.space.mlflow.register_as), CARD_FILE)
+    client.log_text(run_id, model_card(meta, name=mlflow_settings(sweep.space).register_as), CARD_FILE)
 
 
 def log_model(runs: SweepRuns, run_id: str, predictor: Predictor, split: Split, meta: dict, name: str) -> str:

@@ -21,6 +21,7 @@ from fer_tune.search.pareto import front_members, trial_values
 from fer_tune.search.sweep import Sweep
 from fer_tune.tracking.champion import Registration, _metadata, log_model
 from fer_tune.tracking.runs import SweepRuns
+from fer_tune.tracking.settings import mlflow_settings
 
 OBJECTIVE_TAG = "objective."  # objective.val_accuracy, objective.latency_ms, ... on each front version
 FRONT_TAG = "front_sweep"  # the sweep whose front a version belongs to
@@ -28,7 +29,7 @@ FRONT_TAG = "front_sweep"  # the sweep whose front a version belongs to
 
 def register_front(sweep: Sweep, runs: SweepRuns, registration: Registration | None) -> list[str]:
     """Register every front member not registered yet; returns the versions of the whole front."""
-    space, name = sweep.space, sweep.space.mlflow.register_as
+    space, name = sweep.space, mlflow_settings(sweep.space).register_as
     done = _registered(runs, name, sweep.name)
     if registration is not None and sweep.best is not None:
         done.setdefault(sweep.best.trial_id, registration.version)
@@ -53,7 +54,7 @@ def _registered(runs: SweepRuns, name: str, sweep: str) -> dict[str, str]:
 
 
 def _register(sweep: Sweep, runs: SweepRuns, record) -> str:
-    data, name = sweep.data, sweep.space.mlflow.register_as
+    data, name = sweep.data, mlflow_settings(sweep.space).register_as
     state = sweep.state_of(record)
     config = make_train_config(state["config"], where=f"trial {record.trial_id} checkpoint")
     model = build_model(config, data.num_classes, data.mean, data.std)

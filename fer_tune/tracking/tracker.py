@@ -1,7 +1,7 @@
 """A sweep's MLflow side on the driver: the Tune callback during the sweep, artifacts and the model after it.
 
     tracker = Tracker.for_sweep(space, name, data)
-    sweep = run_sweep(space, data, name=name, callbacks=tracker.callbacks())
+    sweep = run_sweep(prepare_sweep(space, name=name), data, callbacks=tracker.callbacks())
     outcome = tracker.finish(sweep)           # artifacts, then fer_tune.tracking.champion
     outcome.registration, outcome.pending     # pending: records kept on disk while the store was down
 
@@ -38,6 +38,7 @@ from fer_tune.tracking.champion import Registration, promote_best
 from fer_tune.tracking.dataset_input import log_dataset
 from fer_tune.tracking.earlier import WARM_ANY_DATA_TAG, WARM_START_TAG
 from fer_tune.tracking.runs import SWEEP_TAG, SweepRuns
+from fer_tune.tracking.settings import mlflow_settings
 from fer_tune.tracking.store import tracking_uri
 from fer_tune.tracking.writer import STORE_ERRORS, TrackingWriter
 from fer_tune.uris import redact
@@ -64,6 +65,11 @@ class TrackingOutcome:
                 f"write them with `fer-tune results sync {self.pending_file.parent.name}` once it is back"
             )
         return self.registration.message if self.registration else f"tracked in MLflow store {self.store}"
+
+    def lines(self) -> list[str]:
+        """What the CLI prints after the sweep: the message and, once all is written, where to look."""
+        browse = "browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`"
+        return [self.message] if self.pending else [self.message, browse]
 
 
 class Tracker:
@@ -98,8 +104,9 @@ class Tracker:
         }
         for name, value in SWEEP_HTTP_SETTINGS.items():
             os.environ.setdefault(name, value)
-        uri = tracking_uri(space.mlflow.tracking_uri)
-        tracker = cls(SweepRuns(uri, space.mlflow.experiment or space.name, sweep, tags, params), space)
+        settings = mlflow_settings(space)
+        uri = tracking_uri(settings.tracking_uri)
+        tracker = cls(SweepRuns(uri, settings.experiment or space.name, sweep, tags, params), space)
         tracker.rule = sweep_chance_rule(space, data)
         if not tracker._state().get("finished"):
             tracker._save_state(finished=False)
@@ -112,7 +119,7 @@ class Tracker:
         if not path.is_file():
             raise FerTuneError(f"{path}: not found; sweep {sweep} was run with --no-track or did not start")
         state = json.loads(path.read_text())
-        uri = tracking_uri(space.mlflow.tracking_uri)
+        uri = tracking_uri(mlflow_settings(space).tracking_uri)
         return cls(SweepRuns(uri, state["experiment"], sweep, state["tags"], state["params"]), space)
 
     def record_warm_start(self, sources: tuple[str, ...], any_data: bool) -> None:

@@ -37,6 +37,7 @@ from fer_tune.core.models.imagenet import (
 from fer_tune.core.models.registry import (
     ALL_BLOCKS,
     KERNEL_SIZES,
+    KNOB_NAMES,
     MODELS,
     NUM_CLASSES,
     PADDINGS,
@@ -57,6 +58,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KERNEL_SIZES",
+    "KNOB_NAMES",
     "MODELS",
     "NUM_CLASSES",
     "PADDINGS",

@@ -11,7 +11,7 @@ bad combination fails at config load with the same words as at build.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
@@ -148,49 +148,34 @@ def _why_not(name: str, caps: Capabilities, knobs: Mapping[str, Any]) -> tuple[s
     return None
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int = NUM_CLASSES,
-    kernel_size: int = DEFAULT_KERNEL_SIZE,
-    padding: int = DEFAULT_PADDING,
-    dropout: float = 0.0,
-    width: float = 1.0,
-    pretrained: bool = False,
-    freeze_depth: int = ALL_BLOCKS,
-    input_size: int | None = None,
-    dense_units: int = 0,
-    image_size: int = IMAGE_SIZE,
-    separable: bool = False,
-) -> nn.Module:
-    """Build the registered model `name`; unknown names and knobs it cannot take raise FerTuneError.
+def create_model(name: str, **knobs: Any) -> nn.Module:
+    """Build the registered model `name` with `knobs` (any of `Knobs`' fields; the rest take its defaults),
+    forwarded to its builder as keyword arguments, as timm does. Unknown names, unknown knobs and knobs the
+    model cannot take raise FerTuneError.
 
     `image_size` is the side of the images the model will receive (48, or 40 when it trains on
-    ten-crop's crops); `input_size` the side its backbone runs at (None: the model's default).
+    ten-crop's crops); `input_size` the side its backbone runs at (None or absent: the model's default).
     """
-    knobs = dict(
-        num_classes=num_classes,
-        kernel_size=kernel_size,
-        padding=padding,
-        dropout=dropout,
-        width=width,
-        pretrained=pretrained,
-        freeze_depth=freeze_depth,
-        input_size=resolved_input_size(name, input_size),
-        dense_units=dense_units,
-        image_size=image_size,
-    )
-    problem = knob_problem(name, knobs)
+    unknown = sorted(set(knobs) - set(KNOB_NAMES))
+    if unknown:
+        raise FerTuneError(f"model argument {unknown[0]}: unknown; expected one of: {', '.join(KNOB_NAMES)}")
+    knobs = {**KNOB_DEFAULTS, **knobs, "input_size": resolved_input_size(name, knobs.get("input_size"))}
+    problem = knob_problem(name, knobs)  # first: its words name what this model allows
     if problem:
         key, why = problem
         raise FerTuneError(f"model argument {key}: {why}")
+    knobs = asdict(Knobs(**knobs))
     model = MODELS.get(name)(**knobs)
-    return separate_convs(model) if separable else model
+    return separate_convs(model) if knobs["separable"] else model
 
 
 @dataclass(frozen=True)
 class Knobs:
-    """The validated keyword arguments every builder receives."""
+    """The one typed list of model knobs: the validated keyword arguments every builder receives.
+
+    A new knob is a field here (and its check below), a TrainConfig field of the same name, and the
+    builders that read it: `create_model` and `build_model` forward every field by name.
+    """
 
     num_classes: int = NUM_CLASSES
     kernel_size: int = DEFAULT_KERNEL_SIZE
@@ -202,6 +187,7 @@ class Knobs:
     input_size: int = IMAGE_SIZE
     dense_units: int = 0
     image_size: int = IMAGE_SIZE
+    separable: bool = False  # seed CNNs: depthwise-separable convs, made by create_model (layers.separate_convs)
 
     def __post_init__(self):
         def integer(value, low):
@@ -229,3 +215,7 @@ class Knobs:
     def ch(self, n: int) -> int:
         """A channel count or hidden width scaled by `width`."""
         return max(1, round(n * self.width))
+
+
+KNOB_DEFAULTS = asdict(Knobs())
+KNOB_NAMES = tuple(KNOB_DEFAULTS)
