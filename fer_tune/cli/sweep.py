@@ -156,6 +156,8 @@ def run_space(
         from fer_tune.tracking.store import check_store, tracking_uri
 
         check_store(tracking_uri(space.mlflow.tracking_uri), write=True)
+    space.data.check(data_source)  # the data's header and first rows, and the space's shape: before Ray starts
+    _check_shape(space)
     prepare_cluster(space, address)
     data = space.data.load(data_source)
     tracker = _tracker(space, name, data) if track else None
@@ -172,6 +174,13 @@ def run_space(
         data_source=data_source,
     )
     return sweep, (tracker.finish(sweep) if tracker else None)
+
+
+def _check_shape(space) -> None:
+    """A grid over a continuous range, or grid axes under Optuna: refused before Ray starts."""
+    from fer_tune.search.sampling import define_by_run, grid_points
+
+    grid_points(space) if space.search.algorithm == "grid" else define_by_run(space)
 
 
 def _finished_message(space, name: str, track: bool) -> str:

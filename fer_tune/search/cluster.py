@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from urllib.parse import urlparse
 
 import ray
 
 from fer_tune.errors import FerTuneError
+from fer_tune.uris import redact
 
+# An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113 section 3.4); the server's
+# first frame in return is its own SETTINGS frame, type 0x4.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+HTTP2_SETTINGS = 0x4
 CONNECT_TIMEOUT_S = 5.0  # a cluster's GCS answers a TCP connect in milliseconds; 5 s covers a slow network
 # Ray binds its servers to the node's reachable IP unless it believes it runs single-machine; this
 # flag (Ray's own, for macOS/Windows) makes a local Ray resolve its node IP to loopback, so nothing
@@ -29,6 +36,7 @@ def connect_ray(address: str | None) -> str:
 
     Returns a description of the cluster for messages ("local Ray" or the address).
     """
+    flag = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     remote = bool(address) and address != "local"
     if ray.is_initialized():
@@ -38,12 +46,12 @@ def connect_ray(address: str | None) -> str:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
         return "local Ray"
     if address != "auto":
-        _check_listening(address)
+        _check_listening(address, flag)
     try:
-        ray.init(address=address)  # fer-tune must be installed on every node (see README)
+        ray.init(address=address, logging_level="ERROR")  # fer-tune must be installed on every node (see README)
     except (ConnectionError, RuntimeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FerTuneError(f"--address {address}: cannot join this Ray cluster ({reason})") from None
+        raise FerTuneError(f"{flag} {address}: cannot join this Ray cluster ({reason})") from None
     return address
 
 
@@ -54,20 +62,47 @@ def _local_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time by get_node_ip_address
 
 
-def _check_listening(address: str) -> None:
-    """Fail in seconds, naming the address, where no server listens (ray.init would retry forever)."""
+def _check_listening(address: str, flag: str = "--address") -> None:
+    """Fail in seconds, naming the address, where no Ray server answers (ray.init would retry for long).
+
+    A TCP connect is not enough: a firewall or proxy may accept any connection, and Ray then retries
+    for 25 s with a screen of C++ warnings. Ray's GCS and Ray Client are gRPC servers, and an HTTP/2
+    server answers the client preface with a SETTINGS frame at once: that is what is asked here.
+    """
+    expected = "expected HOST:PORT (a Ray head's GCS, PORT 1 to 65535), ray://HOST:PORT, auto or local"
+    if "://" in address and not address.startswith("ray://"):
+        raise FerTuneError(f"{flag} {address}: unknown scheme; {expected}")
     parsed = urlparse(address if "://" in address else f"ray-gcs://{address}")
-    if not parsed.hostname or not parsed.port:
-        raise FerTuneError(f"--address {address}: expected HOST:PORT (a Ray head's GCS) or ray://HOST:PORT")
     try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=CONNECT_TIMEOUT_S):
-            pass
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a port that is not a number, or above 65535
+        host, port = None, None
+    if not host or not port or any(c.isspace() for c in address):
+        raise FerTuneError(f"{flag} {address!r}: {expected}")
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    fix = f"start one with `ray start --head --port {port}`, or leave {flag} out to run on local Ray"
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as sock:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.sendall(HTTP2_PREFACE)
+            answer = _read(sock, 9)
     except OSError as err:
         reason = "timed out" if isinstance(err, socket.timeout) else (err.strerror or str(err))
         raise FerTuneError(
-            f"--address {address}: no Ray cluster answers there ({reason} within {CONNECT_TIMEOUT_S:g} s); "
-            f"start one with `ray start --head --port {parsed.port}`, or leave --address out to run on local Ray"
+            f"{flag} {address}: no Ray cluster answers there ({reason} within {CONNECT_TIMEOUT_S:g} s); {fix}"
         ) from None
+    if len(answer) < 9 or answer[3] != HTTP2_SETTINGS:
+        raise FerTuneError(f"{flag} {address}: something listens there, but not a Ray cluster (no gRPC answer); {fix}")
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def check_resources(cpu: float, gpu: float, cluster: str) -> None:
@@ -85,3 +120,51 @@ def check_resources(cpu: float, gpu: float, cluster: str) -> None:
     else:
         fix = f"--cpus-per-trial {cpus:g} (or lower resources.cpu)"
     raise FerTuneError(f"resources: {asks}, but {cluster} cannot run one: {has}; use {fix}")
+
+
+STORAGE_TIMEOUT_S = 10.0  # resolving an S3 bucket's region is one request; a missing network must not hang
+
+
+def check_storage(storage: str) -> None:
+    """A --storage URI Ray can use: a scheme pyarrow.fs knows (Ray opens storage with
+    pyarrow.fs.FileSystem.from_uri) and, within STORAGE_TIMEOUT_S, a bucket or folder that exists.
+
+    Only URIs are checked here (local paths are checked as writable folders by the CLI).
+    """
+    import pyarrow.fs
+
+    shown = redact(storage)
+    outcome: dict = {}
+
+    def probe() -> None:
+        try:
+            filesystem, path = pyarrow.fs.FileSystem.from_uri(storage)
+            root = (
+                path.split("/")[0]
+                if isinstance(filesystem, pyarrow.fs.S3FileSystem | pyarrow.fs.GcsFileSystem)
+                else path
+            )
+            outcome["missing"] = filesystem.get_file_info(root).type == pyarrow.fs.FileType.NotFound and root
+        except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError and others; all mean unusable
+            outcome["error"] = err
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(STORAGE_TIMEOUT_S)
+    if thread.is_alive():
+        raise FerTuneError(
+            f"--storage {shown}: no answer within {STORAGE_TIMEOUT_S:g} s; check the network and "
+            "credentials, or use a folder all nodes share"
+        )
+    error = outcome.get("error")
+    if error is not None:
+        text = redact(" ".join(str(error).split()))[:160]
+        if "nrecognized filesystem type" in text or "Unrecognized" in text:
+            scheme = storage.split("://", 1)[0]
+            raise FerTuneError(
+                f"--storage {shown}: unknown scheme {scheme}://; expected a folder, or a URI of a "
+                "filesystem pyarrow knows (s3://, gs://, hdfs://, abfs://, file://)"
+            )
+        raise FerTuneError(f"--storage {shown}: cannot open it ({text})")
+    if outcome.get("missing"):
+        raise FerTuneError(f"--storage {shown}: {outcome['missing']} does not exist; create it first")

@@ -18,7 +18,6 @@ business: the caller passes Tune callbacks (the CLI passes MLflow's).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
 from fer_tune.search.pruners import TIME_ATTR, build_pruner
-from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
+from fer_tune.search.results import RESULTS_DIR, TrialRecord, read_sweep_json, write_results
 from fer_tune.search.sampling import grid_points
 from fer_tune.search.searchers import build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
@@ -137,7 +136,7 @@ def reload_sweep(name: str) -> Sweep:
     meta_file = RESULTS_DIR / name / "sweep.json"
     if not meta_file.is_file():
         raise FerTuneError(f"{meta_file}: not found; sweep {name} has not finished (resume it with --resume)")
-    meta = json.loads(meta_file.read_text())
+    meta = read_sweep_json(meta_file)
     saved = meta["space"]
     space = load_space(saved["path"]) if Path(saved["path"]).is_file() else SpaceFile.model_validate(saved)
     run = meta.get("run") or {}
