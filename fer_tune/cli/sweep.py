@@ -145,6 +145,10 @@ def run_space(
     storage = storage_path(storage)
     if "://" not in storage:
         writable_folder(Path(storage), "--storage")
+    else:
+        from fer_tune.search.cluster import check_storage
+
+        check_storage(storage)
     name = name or sweep_name(space, storage, resume)
     if resume:
         check_resumable(name, storage)

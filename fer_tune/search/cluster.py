@@ -139,12 +139,10 @@ def check_storage(storage: str) -> None:
     def probe() -> None:
         try:
             filesystem, path = pyarrow.fs.FileSystem.from_uri(storage)
-            root = (
-                path.split("/")[0]
-                if isinstance(filesystem, pyarrow.fs.S3FileSystem | pyarrow.fs.GcsFileSystem)
-                else path
-            )
-            outcome["missing"] = filesystem.get_file_info(root).type == pyarrow.fs.FileType.NotFound and root
+            if isinstance(filesystem, pyarrow.fs.S3FileSystem | pyarrow.fs.GcsFileSystem):  # Ray makes folders only
+                bucket = path.split("/")[0]
+                if filesystem.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
+                    outcome["missing"] = f"bucket {bucket}"
         except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError and others; all mean unusable
             outcome["error"] = err
 
