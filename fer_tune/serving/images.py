@@ -51,8 +51,11 @@ def load_image(path: str | Path, detect_faces: bool = False) -> tuple[np.ndarray
         )
     try:
         gray = decode_image(path.read_bytes())  # the same checks as an upload: the pixel limit before decoding
-    except FerTuneError as err:
+    except ImageTooLargeError as err:
         raise FerTuneError(f"{path}: {err}") from None
+    except FerTuneError as err:
+        reason = str(err).removeprefix("not a readable image (").removesuffix(")")
+        raise FerTuneError(f"{path}: not a readable image ({reason})") from None
     except OSError as err:
         raise FerTuneError(f"{path}: cannot read it ({err.strerror or err})") from None
     note = None
