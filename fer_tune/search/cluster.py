@@ -20,10 +20,7 @@ import ray
 from fer_tune.errors import FerTuneError
 from fer_tune.uris import redact
 
-# An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113 section 3.4); the server's
-# first frame in return is its own SETTINGS frame, type 0x4.
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-HTTP2_SETTINGS = 0x4
+HTTP2_DATA, HTTP2_HEADERS, HTTP2_RST_STREAM, HTTP2_SETTINGS, HTTP2_GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x7  # frame types
 CONNECT_TIMEOUT_S = 5.0  # a cluster's GCS answers a TCP connect in milliseconds; 5 s covers a slow network
 # Ray binds its servers to the node's reachable IP unless it believes it runs single-machine; this
 # flag (Ray's own, for macOS/Windows) makes a local Ray resolve its node IP to loopback, so nothing
@@ -65,9 +62,10 @@ def _local_on_loopback() -> None:
 def _check_listening(address: str, flag: str = "--address") -> None:
     """Fail in seconds, naming the address, where no Ray server answers (ray.init would retry for long).
 
-    A TCP connect is not enough: a firewall or proxy may accept any connection, and Ray then retries
-    for 25 s with a screen of C++ warnings. Ray's GCS and Ray Client are gRPC servers, and an HTTP/2
-    server answers the client preface with a SETTINGS frame at once: that is what is asked here.
+    A TCP connect is not enough: a firewall or proxy may accept any connection (and even speak HTTP/2),
+    and Ray then retries for 25 s with a screen of C++ warnings. Ray's GCS and Ray Client are gRPC
+    servers, and a gRPC server answers any call, even to a method it lacks, with HTTP status 200
+    (then grpc-status UNIMPLEMENTED); a proxy that cannot reach a server answers 404, 502 or nothing.
     """
     expected = "expected HOST:PORT (a Ray head's GCS, PORT 1 to 65535), ray://HOST:PORT, auto or local"
     if "://" in address and not address.startswith("ray://"):
@@ -82,44 +80,72 @@ def _check_listening(address: str, flag: str = "--address") -> None:
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     fix = f"start one with `ray start --head --port {port}`, or leave {flag} out to run on local Ray"
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as sock:
+        target = _resolve(host, port, deadline)  # getaddrinfo has no timeout of its own: a dead DNS blocks for long
+        with socket.create_connection(target, timeout=max(0.1, deadline - time.monotonic())) as sock:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
-            sock.sendall(HTTP2_PREFACE)
-            answer = _read(sock, 9)
+            sock.sendall(_grpc_call(host, port))
+            ok = _answers_200(sock)
     except OSError as err:
         reason = "timed out" if isinstance(err, socket.timeout) else (err.strerror or str(err))
         raise FerTuneError(
             f"{flag} {address}: no Ray cluster answers there ({reason} within {CONNECT_TIMEOUT_S:g} s); {fix}"
         ) from None
-    if len(answer) < 9 or answer[3] != HTTP2_SETTINGS:
+    if not ok:
         raise FerTuneError(f"{flag} {address}: something listens there, but not a Ray cluster (no gRPC answer); {fix}")
 
 
-def _read(sock: socket.socket, size: int) -> bytes:
+def _resolve(host: str, port: int, deadline: float) -> tuple[str, int]:
+    """host's first address, looked up in a thread so the lookup is bounded by `deadline`."""
+    found: list = []
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][:2])
+        except OSError as err:
+            found.append(err)
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(max(0.1, deadline - time.monotonic()))
+    if not found:
+        raise TimeoutError("name lookup timed out")
+    if isinstance(found[0], OSError):
+        raise found[0]
+    return found[0]
+
+
+def _grpc_call(host: str, port: int) -> bytes:
+    """An HTTP/2 connection preface and one gRPC call (health check, empty message), by hand (RFC 9113, 7541)."""
+
+    def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+    def header(name: bytes, value: bytes) -> bytes:  # HPACK literal without indexing, new name, no Huffman
+        return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+    headers = b"".join(header(name, value) for name, value in (
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/grpc.health.v1.Health/Check"),
+        (b":authority", f"{host}:{port}".encode()[:100]), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+    ))  # fmt: skip
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(HTTP2_SETTINGS, 0, 0, b"")
+    return preface + frame(HTTP2_HEADERS, 0x4, 1, headers) + frame(HTTP2_DATA, 0x1, 1, b"\x00" * 5)
+
+
+def _answers_200(sock: socket.socket) -> bool:
+    """Whether the first response headers on stream 1 carry :status 200 (HPACK static index 8: byte 0x88)."""
     data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
+    while True:
+        while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+            size, kind, stream = int.from_bytes(data[:3], "big"), data[3], int.from_bytes(data[5:9], "big")
+            payload, data = data[9 : 9 + size], data[9 + size :]
+            if kind == HTTP2_HEADERS and stream == 1:
+                return payload[:1] == b"\x88" or payload.startswith(b"\x48\x03200")
+            if kind in (HTTP2_RST_STREAM, HTTP2_GOAWAY):
+                return False
+        chunk = sock.recv(4096)
         if not chunk:
-            break
+            return False
         data += chunk
-    return data
-
-
-def check_resources(cpu: float, gpu: float, cluster: str) -> None:
-    """Every trial asks for `cpu` CPUs and `gpu` GPUs on one node: fail now if no node can give them."""
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
-    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    fits = any(n.get("CPU", 0.0) >= cpu and n.get("GPU", 0.0) >= gpu for n in nodes)
-    if fits:
-        return
-    has = f"its largest node has {cpus:g} CPUs and " + (f"{gpus:g} GPUs" if gpus else "no GPU")
-    asks = f"each trial asks for {cpu:g} CPU{'s' if cpu != 1 else ''} and {gpu:g} GPU{'s' if gpu != 1 else ''}"
-    if gpu > gpus:
-        fix = "--gpus-per-trial 0 (or resources.gpu: 0) to train on CPUs" if not gpus else f"--gpus-per-trial {gpus:g}"
-    else:
-        fix = f"--cpus-per-trial {cpus:g} (or lower resources.cpu)"
-    raise FerTuneError(f"resources: {asks}, but {cluster} cannot run one: {has}; use {fix}")
 
 
 STORAGE_TIMEOUT_S = 10.0  # resolving an S3 bucket's region is one request; a missing network must not hang
