@@ -148,6 +148,23 @@ def _answers_200(sock: socket.socket) -> bool:
         data += chunk
 
 
+def check_resources(cpu: float, gpu: float, cluster: str) -> None:
+    """Every trial asks for `cpu` CPUs and `gpu` GPUs on one node: fail now if no node can give them."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    fits = any(n.get("CPU", 0.0) >= cpu and n.get("GPU", 0.0) >= gpu for n in nodes)
+    if fits:
+        return
+    has = f"its largest node has {cpus:g} CPUs and " + (f"{gpus:g} GPUs" if gpus else "no GPU")
+    asks = f"each trial asks for {cpu:g} CPU{'s' if cpu != 1 else ''} and {gpu:g} GPU{'s' if gpu != 1 else ''}"
+    if gpu > gpus:
+        fix = "--gpus-per-trial 0 (or resources.gpu: 0) to train on CPUs" if not gpus else f"--gpus-per-trial {gpus:g}"
+    else:
+        fix = f"--cpus-per-trial {cpus:g} (or lower resources.cpu)"
+    raise FerTuneError(f"resources: {asks}, but {cluster} cannot run one: {has}; use {fix}")
+
+
 STORAGE_TIMEOUT_S = 10.0  # resolving an S3 bucket's region is one request; a missing network must not hang
 
 
