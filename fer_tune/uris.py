@@ -21,7 +21,9 @@ SECRET_WORDS = ("token", "key", "secret", "pass", "pwd", "sig", "credential", "a
 _USERINFO_PASSWORD = re.compile(r"(?<=://)([^/@:\s?#]*):[^/\s?#]*@")
 _USERINFO_BARE = re.compile(r"(?<=://)[^/@:\s?#]+@")
 _QUERY_SECRET = re.compile(
-    r"([?&;]([^=&;\s#'\"]*(?:" + "|".join(SECRET_WORDS) + r")[^=&;\s#'\"]*)=)[^&;\s#'\")]*",
+    r"([?&;]([^=&;\s#'\"]*(?:"
+    + "|".join(SECRET_WORDS)
+    + r")[^=&;\s#'\"]*)=)[^&;\s#'\")]*?(?=:?(?:[&;\s#'\")]|$))",  # a trailing ":" is the message's, not the value's
     re.IGNORECASE,
 )
 

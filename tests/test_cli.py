@@ -51,7 +51,7 @@ def test_help_lists_the_commands():
         (["train", QUICK, "--set", "model=alexnet"], r"--set: model: unknown model 'alexnet'; expected one of: basic"),
         (["train", QUICK, "--data", "missing.csv"], r"data source 'missing\.csv' not found"),
         (["data", "inspect", "missing_folder"], r"data source 'missing_folder' not found"),
-        (["run", QUICK, "--num-samples", "0"], r"--num-samples 0: expected a positive integer"),
+        (["run", QUICK, "--num-samples", "0"], r"--num-samples 0: expected an integer from 1 to 100000"),
         (["results", "no-such-sweep"], r"no sweep named 'no-such-sweep'"),
     ],
 )

@@ -53,7 +53,7 @@ def test_gpus_per_trial_overrides_the_file(ray_local, space_file, capsys):
     assert main(["run", "gpu.yaml", "--name", "g1", "--no-track"]) == 1
     assert "--gpus-per-trial 0" in one_line_error(capsys)
     assert main(["run", "gpu.yaml", "--name", "g1", "--no-track", "--gpus-per-trial", "-1"]) == 1
-    assert "--gpus-per-trial -1: expected 0 or a positive number" in one_line_error(capsys)
+    assert "--gpus-per-trial -1: expected a finite number from 0 to 64" in one_line_error(capsys)
 
 
 def test_an_address_where_no_cluster_listens_fails_in_seconds(space_file):

@@ -24,6 +24,7 @@ CASES = [
     ("https://acct.blob.core.windows.net/c?sv=2020&sig=SECRET", "https://acct.blob.core.windows.net/c?sv=2020&sig=***"),
     ("mysql://u:SECRET@h/db;apikey=SECRET", "mysql://u:***@h/db;apikey=***"),
     ("error talking to 'https://h?key=SECRET' (401)", "error talking to 'https://h?key=***' (401)"),
+    ("MLflow store http://h/?token=SECRET: no answer", "MLflow store http://h/?token=***: no answer"),
 ]
 PLAIN = ["sqlite:////tmp/a.db", "file:///a/b@c", "results/ray", "mail x@y.com", "http://h:5000/x?page=2"]
 

@@ -171,9 +171,15 @@ def run_space(
     writable_folder(RESULTS_DIR, "results folder")
     if "://" not in plan.storage:
         writable_folder(Path(plan.storage), "--storage")
+    else:
+        from fer_tune.search.cluster import check_storage
+
+        check_storage(plan.storage)
     if plan.finished:
         raise SweepFinished(sync(plan.name) if tracking.unfinished(plan.name) else _finished_message(plan.name))
     tracking.check()
+    space.data.check(data_source)  # the data's header and first rows, and the space's shape: before Ray starts
+    _check_shape(space)
     start_cluster(plan)
     data = space.data.load(data_source)
     warm = _warm_start(space, plan.name, data, warm_start, any_data, track, plan.resume) if warm_start else None
@@ -183,6 +189,13 @@ def run_space(
     sweep = run_sweep(plan, data, callbacks=callbacks, verbose=verbose, warm=warm)
     _report(sweep)  # before tracking: the tracker logs results/<sweep>/, the report with it
     return sweep, tracking.finish(sweep)
+
+
+def _check_shape(space) -> None:
+    """A grid over a continuous range, or grid axes under Optuna: refused before Ray starts."""
+    from fer_tune.search.sampling import define_by_run, grid_points
+
+    grid_points(space) if space.search.algorithm == "grid" else define_by_run(space)
 
 
 def _report(sweep) -> None:

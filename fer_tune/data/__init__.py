@@ -18,15 +18,31 @@ from pathlib import Path
 
 from fer_tune.data.cache import cached_dataset
 from fer_tune.data.dataset import FerDataset, Split
-from fer_tune.data.fer2013 import fer2013_cache_key, read_fer2013_csv, write_fer2013_csv
-from fer_tune.data.folders import folder_cache_key, read_image_folders
+from fer_tune.data.fer2013 import check_fer2013_csv, fer2013_cache_key, read_fer2013_csv, write_fer2013_csv
+from fer_tune.data.folders import folder_cache_key, read_image_folders, scan_layout
 from fer_tune.data.formats import CSV, source_kind
 from fer_tune.data.sources import ExtraSource, check_distinct, merge_sources
 from fer_tune.errors import FerTuneError
 
-__all__ = ["ExtraSource", "FerDataset", "Split", "load_dataset", "write_fer2013_csv"]
+__all__ = ["ExtraSource", "FerDataset", "Split", "check_source", "load_dataset", "write_fer2013_csv"]
 
 EXPECTED_SOURCES = "expected 'synthetic', a FER2013 CSV file or an image folder"
+
+
+def check_source(source: str) -> None:
+    """What can be known of `source` in milliseconds (it exists; a CSV's header and first rows; a folder's
+    layout), so a bad --data fails before Ray starts rather than after."""
+    if source == "synthetic":
+        return
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".csv":
+        check_fer2013_csv(path)
+    elif path.is_dir():
+        scan_layout(path)
+    elif path.exists():
+        raise FerTuneError(f"data source '{source}' is not a .csv file or a folder: {EXPECTED_SOURCES}")
+    else:
+        raise FerTuneError(f"data source '{source}' not found: {EXPECTED_SOURCES}")
 
 
 def load_dataset(

@@ -44,9 +44,62 @@ class Fer2013Rows:
     lines: np.ndarray  # each row's line number in the file (header = line 1), as error messages count
 
 
+# A file named .csv may be something else altogether; its first bytes say what (file(1)'s magic numbers).
+MAGIC = {
+    b"\x1f\x8b": "a gzip file (gunzip it first)", b"PK\x03\x04": "a zip archive (unzip it first)",
+    b"BZh": "a bzip2 file (bunzip2 it first)", b"\xfd7zXZ\x00": "an xz file (unxz it first)",
+    b"(\xb5/\xfd": "a zstd file (unzstd it first)", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
+    b"%PDF": "a PDF document", b"SQLite format 3": "an SQLite database",
+}  # fmt: skip
+SNIFF_BYTES = 4096
+
+
+def check_is_text(path: Path) -> None:
+    """Refuse, in one line saying what it is, a .csv that is compressed, an image or other binary."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    kind = next((what for magic, what in MAGIC.items() if head.startswith(magic)), None)
+    if kind is None and (b"\x00" in head or _not_utf8(head)):
+        kind = "binary data, not text"
+    if kind:
+        raise FerTuneError(f"{path}: is {kind}; expected a FER2013 CSV (text: header 'emotion,pixels,Usage')")
+
+
+def _not_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start < len(head) - 3  # a multi-byte character cut by the 4 kB window is still text
+    return False
+
+
+def check_fer2013_csv(path: str | Path) -> None:
+    """The cheap part of parsing, in milliseconds: text, the header, the first row (before Ray starts)."""
+    path = Path(path)
+    check_is_text(path)
+    with open(path, **CSV_TEXT) as f:
+        columns = _read_header(path, f.readline())
+        for chunk in _row_chunks(path, _first_lines(f, 3), len(columns)):
+            lines = [line for line, _ in chunk]
+            for line, fields in chunk:
+                _label(path, line, fields[columns["emotion"]])
+                if "usage" in columns:
+                    _usage(path, line, fields[columns["usage"]])
+            _parse_pixels(path, [fields[columns["pixels"]] for _, fields in chunk], lines)
+
+
+def _first_lines(f, count: int):
+    for _ in range(count):
+        line = f.readline()
+        if not line:
+            return
+        yield line
+
+
 def parse_fer2013_csv(path: str | Path) -> Fer2013Rows:
     """Parse every row of a FER2013 CSV, keeping its line number and Usage."""
     path = Path(path)
+    check_is_text(path)
     with open(path, **CSV_TEXT) as f:
         columns = _read_header(path, f.readline())
         labels, usages, images, line_numbers = [], [], [], []

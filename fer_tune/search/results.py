@@ -200,8 +200,32 @@ def load_sweep(name: str | None = None) -> SavedSweep:
         if not path.is_file():
             known = sorted(p.parent.name for p in RESULTS_DIR.glob("*/trials.csv"))
             raise FerTuneError(f"no sweep named {name!r} in {RESULTS_DIR}/; known: {', '.join(known) or 'none'}")
-    meta = path.parent / "sweep.json"
+    space = read_sweep_json(path.parent / "sweep.json")["space"]
+    try:
+        trials = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        raise FerTuneError(f"{path}: unreadable ({_first_line(err)}); {INCOMPLETE}") from None
+    if f"best_{space['metric']}" not in trials or "trial_id" not in trials:
+        raise FerTuneError(f"{path}: no best_{space['metric']} or trial_id column; {INCOMPLETE}")
+    return SavedSweep(path.parent.name, trials, space["metric"], space["mode"])
+
+
+INCOMPLETE = "the results folder is incomplete (cut short by a crash or a full disk?)"
+
+
+def read_sweep_json(meta: Path) -> dict:
+    """results/<name>/sweep.json, checked: a crash or a full disk can leave it missing, cut short or empty."""
     if not meta.is_file():
-        raise FerTuneError(f"{meta}: not found; {path.parent} is not a complete fer-tune results folder")
-    space = json.loads(meta.read_text())["space"]
-    return SavedSweep(path.parent.name, pd.read_csv(path), space["metric"], space["mode"])
+        raise FerTuneError(f"{meta}: not found; {meta.parent} is not a complete fer-tune results folder")
+    try:
+        saved = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise FerTuneError(f"{meta}: not valid JSON ({_first_line(err)}); {INCOMPLETE}") from None
+    space = saved.get("space") if isinstance(saved, dict) else None
+    if not isinstance(space, dict) or not {"metric", "mode", "path"} <= set(space):
+        raise FerTuneError(f"{meta}: no space with metric, mode and path; {INCOMPLETE}")
+    return saved
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:120]

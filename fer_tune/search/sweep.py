@@ -44,7 +44,7 @@ from fer_tune.search.outcome import ChanceRule, interrupted
 from fer_tune.search.pareto import pick_champion
 from fer_tune.search.plan import SweepPlan, storage_path
 from fer_tune.search.pruners import TIME_ATTR, DeadTrialStop, build_pruner, chance_rule
-from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
+from fer_tune.search.results import RESULTS_DIR, TrialRecord, read_sweep_json, write_results
 from fer_tune.search.sampling import grid_points
 from fer_tune.search.searchers import build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
@@ -152,7 +152,7 @@ def reload_sweep(name: str) -> Sweep:
     meta_file = RESULTS_DIR / name / "sweep.json"
     if not meta_file.is_file():
         raise FerTuneError(f"{meta_file}: not found; sweep {name} has not finished (resume it with --resume)")
-    meta = json.loads(meta_file.read_text())
+    meta = read_sweep_json(meta_file)
     saved = meta["space"]
     space = load_space(saved["path"]) if Path(saved["path"]).is_file() else SpaceFile.model_validate(saved)
     run = meta.get("run") or {}

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
-from fer_tune.data import ExtraSource, FerDataset, load_dataset
+from fer_tune.data import ExtraSource, FerDataset, check_source, load_dataset
 from fer_tune.data.synthetic import MAX_SEED, check_size
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_space_name
@@ -70,6 +70,11 @@ class DataConfig(Strict):
                 valid = ", ".join(ExtraSourceConfig.model_fields)
                 raise ValueError(f"extra[{index}].{unknown[0]}: unknown key; expected one of: {valid}")
         return raw
+
+    def check(self, source: str | None = None) -> None:
+        """The cheap checks of every source this section names (see fer_tune.data.check_source)."""
+        for each in (source or self.source, *(e.source for e in self.extra)):
+            check_source(each)
 
     def load(self, source: str | None = None) -> FerDataset:
         """The dataset this section describes (`source`, e.g. from --data, replaces the primary `source`;
@@ -290,13 +295,12 @@ def load_space(path: str | Path) -> SpaceFile:
     """Read and validate a search-space YAML file."""
     import yaml
 
-    from fer_tune.search.yaml_strict import StrictLoader
+    from fer_tune.search.yaml_strict import StrictLoader, read_yaml_text
 
     path = Path(path)
-    if not path.is_file():
-        raise FerTuneError(f"{path}: search-space file not found")
+    text = read_yaml_text(path, "search-space file")
     try:
-        raw = yaml.load(path.read_text(), Loader=StrictLoader)
+        raw = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""

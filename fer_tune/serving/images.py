@@ -23,6 +23,7 @@ from fer_tune.data.haar import face_cascade
 from fer_tune.errors import FerTuneError
 
 MAX_PIXELS = 40_000_000  # decoded size limit: a 12-50 MP phone photo is 36-200 MB as RGB; 40 MP admits the first
+MAX_FILE_BYTES = 200 * 2**20  # an image file read by `predict`: a 50 MP TIFF is ~150 MB
 DETECT_SIDE = 1024  # faces are searched on a copy this long at most: the cascade's time grows with the pixels
 MIN_FACE = IMAGE_SIZE  # the smallest face `find_faces` looks for: a smaller one has fewer pixels than the model reads
 CASCADE_WINDOW = 24  # the Haar cascade's window: the smallest face it finds (its minSize)
@@ -36,16 +37,26 @@ class ImageTooLargeError(FerTuneError):
 
 def load_image(path: str | Path, detect_faces: bool = False) -> tuple[np.ndarray, str | None]:
     """A 48x48 uint8 grayscale face from an image file of any size and mode, and a note if no face was found."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise FerTuneError(f"{path}: is a folder; expected an image file (JPEG, PNG, ...)")
+    if not path.exists():
         raise FerTuneError(f"{path}: no such image file")
+    if not path.is_file():
+        raise FerTuneError(f"{path}: not a regular file; expected an image file (JPEG, PNG, ...)")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise FerTuneError(
+            f"{path}: {path.stat().st_size:,} bytes; expected an image file of at most {MAX_FILE_BYTES:,}"
+        )
     try:
-        with Image.open(path) as image:
-            gray = np.asarray(ImageOps.exif_transpose(image).convert("L"))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise FerTuneError(f"{path}: not a readable image ({str(err).splitlines()[0]})") from None
+        gray = decode_image(path.read_bytes())  # the same checks as an upload: the pixel limit before decoding
+    except ImageTooLargeError as err:
+        raise FerTuneError(f"{path}: {err}") from None
+    except FerTuneError as err:
+        reason = str(err).removeprefix("not a readable image (").removesuffix(")")
+        raise FerTuneError(f"{path}: not a readable image ({reason})") from None
+    except OSError as err:
+        raise FerTuneError(f"{path}: cannot read it ({err.strerror or err})") from None
     note = None
     box = find_face(gray) if detect_faces else None
     if detect_faces and box is None:

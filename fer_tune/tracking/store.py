@@ -23,6 +23,9 @@ DEFAULT_DB = RESULTS_DIR / "mlflow.db"
 
 PROBE_TIMEOUT_S = 5  # a tracking server answers a search in milliseconds; an absent one must not cost minutes
 SQL_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores besides SQLite
+# Every store MLflow's tracking registry knows (mlflow.tracking._tracking_service.utils), sqlite included.
+STORE_SCHEMES = ("sqlite", *SQL_SCHEMES, "http", "https", "file", "databricks", "databricks-uc", "uc")
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 # What to `pip install` for the driver module SQLAlchemy could not import (by module name).
 DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
                    "MySQLdb": "mysqlclient", "pyodbc": "pyodbc"}  # fmt: skip
@@ -57,6 +60,11 @@ def check_store(uri: str, *, write: bool) -> None:
         _check_sqlite(database, shown, write)
         return
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
+    if scheme not in STORE_SCHEMES:
+        raise FerTuneError(
+            f"MLflow store {shown}: unknown scheme {scheme}://; expected one of {', '.join(STORE_SCHEMES)} "
+            "(e.g. sqlite:///results/mlflow.db, http://HOST:5000, postgresql://USER@HOST/DB)"
+        )
     if scheme in SQL_SCHEMES:
         _check_sql_driver(uri, shown)
     if scheme in ("http", "https"):
@@ -72,10 +80,24 @@ def _check_sqlite(database: Path, shown: str, write: bool) -> None:
                 f"MLflow store {shown}: no such database; run a sweep first (fer-tune run SPACE.yaml) "
                 "or pass --tracking-uri / MLFLOW_TRACKING_URI"
             )
+        _check_sqlite_header(database, shown)
         return
     _check_writable_folder(database.parent, f"MLflow store {shown}")
     if database.exists() and not (database.is_file() and os.access(database, os.W_OK)):
         raise FerTuneError(f"MLflow store {shown}: {database} is not a writable file")
+    _check_sqlite_header(database, shown)
+
+
+def _check_sqlite_header(database: Path, shown: str) -> None:
+    """A file that is there but is not SQLite (a text file, a CSV) would fail deep inside SQLAlchemy."""
+    if not database.is_file() or database.stat().st_size == 0:  # SQLite makes an empty file a database
+        return
+    with open(database, "rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise FerTuneError(
+            f"MLflow store {shown}: {database} is not an SQLite database; expected a .db file made by MLflow"
+        )
 
 
 def _check_writable_folder(folder: Path, what: str) -> None:
