@@ -10,7 +10,7 @@ MLflow database tables", every worker's stderr (the tracebacks of trials ASHA st
 (fer_tune/search/console.py) and keeps whole in the trial's error.txt. Here INFO and DEBUG
 records of those libraries are dropped, a warning or error becomes one `[fer-tune] ray warning: ...`
 line (its first line, no traceback), and the few records known to repeat what fer-tune says
-itself (NOISE) are dropped. Worker output stays in Ray's log files
+itself (NOISE) are dropped, as are MLflow's direct prints (eprint). Worker output stays in Ray's log files
 (/tmp/ray/session_latest/logs/worker-*.err), and `--verbose` shows everything.
 """
 
@@ -96,7 +96,11 @@ def quiet_libraries(tracked: bool = True) -> None:
     from ray._private import ray_constants
 
     if tracked:
-        import mlflow  # noqa: F401
+        from mlflow.utils.logging_utils import disable_logging
+
+        # MLflow also prints some events straight to stderr ("Successfully registered model 'NAME'.",
+        # "Created version '1' of model ..."), which fer-tune's registration line says already.
+        disable_logging()
     quiet_environment()
 
     # read by ray.init at call time; the environment variable only at Ray's import

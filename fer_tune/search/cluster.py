@@ -40,7 +40,11 @@ def connect_ray(address: str | None) -> str:
         return address if remote else "local Ray"
     if not remote:  # "local" starts a new instance even where a `ray start` cluster runs on this machine
         _local_on_loopback()
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
+        except Exception as err:  # Ray raises a bare Exception when its raylet does not register in 30 s
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise FerTuneError(f"local Ray did not start: {reason}") from None
         return "local Ray"
     if address != "auto":
         _check_listening(address, flag)

@@ -48,7 +48,8 @@ def ui_links(client: MlflowClient, base: str) -> list[str]:
         [parent.info.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'champion'"
     )
     versions = client.search_model_versions(f"run_id = '{champion[0].info.run_id}'") if champion else []
-    for version in versions:
+    for found in versions:
+        version = client.get_model_version(found.name, found.version)  # search results carry no aliases
         aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
         lines.append(
             f"its model {version.name} version {version.version}{aliases}: "
