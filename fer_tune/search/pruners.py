@@ -6,9 +6,11 @@ Ray's `Tuner.restore` brings the trial scheduler back as it was pickled before t
 ran (ray-project/ray#30838): ASHA's rung records are lost, and a resumed sweep stops other
 trials than an uninterrupted one would. `PersistentASHA` writes its state to
 `<experiment>/pruner_state.pkl` after every decision and reads it back when the restored
-sweep starts. A resumed trial re-runs the epochs after its last checkpoint, and Ray's own
-experiment snapshot may lag behind: so a decision already made for (trial, epoch) is replayed,
-and a trial once told to stop is stopped again whatever epoch it reports.
+sweep starts; the experiment folder is Ray's storage, a local path or a URI (s3://, gs://,
+file://), written through the same pyarrow filesystem Ray uses for it. A resumed trial re-runs
+the epochs after its last checkpoint, and Ray's own experiment snapshot may lag behind: so a
+decision already made for (trial, epoch) is replayed, and a trial once told to stop is stopped
+again whatever epoch it reports.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def build_pruner(space: SpaceFile, state_dir: str | Path | None = None):
         options = dict(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=config.reduction_factor)
         if state_dir is None:
             return schedulers.ASHAScheduler(**options)
-        return PersistentASHA(Path(state_dir) / STATE_FILE, **options)
+        return PersistentASHA(state_path(state_dir), **options)
     if config.name == "hyperband":
         return schedulers.HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_t, reduction_factor=config.reduction_factor)
     if config.name == "median":
@@ -44,10 +46,16 @@ def build_pruner(space: SpaceFile, state_dir: str | Path | None = None):
     return schedulers.FIFOScheduler()
 
 
+def state_path(state_dir: str | Path) -> str:
+    """The state file in `state_dir`: a local path, or a URI joined as a URI (Path would make s3:// s3:/)."""
+    state_dir = str(state_dir)
+    return f"{state_dir.rstrip('/')}/{STATE_FILE}" if "://" in state_dir else str(Path(state_dir) / STATE_FILE)
+
+
 class PersistentASHA(schedulers.ASHAScheduler):
     """ASHA that saves its rungs and decisions after each one, and restores them after Tuner.restore."""
 
-    def __init__(self, state_file: Path, **options):
+    def __init__(self, state_file: str | Path, **options):
         super().__init__(**options)
         self._state_file = str(state_file)
         self._decisions: dict[tuple[str, int], str] = {}  # (trial id, epoch) -> CONTINUE or STOP
@@ -88,6 +96,12 @@ class PersistentASHA(schedulers.ASHAScheduler):
         self._save()
 
     def _save(self) -> None:
+        if "://" in self._state_file:  # an object store: one put, which is atomic by itself
+            filesystem, path = _filesystem(self._state_file)
+            filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with filesystem.open_output_stream(path) as stream:
+                stream.write(pickle.dumps(self.__dict__))
+            return
         temporary = f"{self._state_file}.tmp"
         Path(temporary).parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
@@ -98,9 +112,31 @@ class PersistentASHA(schedulers.ASHAScheduler):
         if self._loaded:
             return
         self._loaded = True
-        if os.path.isfile(self._state_file):
-            with open(self._state_file, "rb") as file:
-                state = pickle.load(file)  # our own file, written by _save above
+        state = _read(self._state_file)  # our own file, written by _save above
+        if state is not None:
             # metric and mode come from Tune's set_search_properties, which refuses to set them twice
             kept = {key: value for key, value in state.items() if key not in SEARCH_PROPERTIES}
             self.__dict__.update({**kept, "_loaded": True})
+
+
+def _filesystem(uri: str):
+    """Ray's way to reach its storage (ray.train._internal.storage.get_fs_and_path): pyarrow's, for the URI."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _read(state_file: str) -> dict | None:
+    """The saved state, or None where no decision was saved yet."""
+    if "://" not in state_file:
+        if not os.path.isfile(state_file):
+            return None
+        with open(state_file, "rb") as file:
+            return pickle.load(file)
+    import pyarrow.fs
+
+    filesystem, path = _filesystem(state_file)
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return pickle.loads(stream.readall())
