@@ -37,6 +37,7 @@ from bench.common import MALLOC_TUNING, Recorder, tune_malloc, write_readme
 from bench.reference import torchvision_reference
 from fer_tune.core.augment import create_augmentation, list_augmentations
 from fer_tune.data import load_dataset
+from fer_tune.data.dataset import unit_scale
 
 BATCH_SIZES = (64, 128)  # TrainConfig's default, and full.yaml's next choice
 SHORT_IMAGES = 2048
@@ -59,11 +60,11 @@ def batched_rate(images: torch.Tensor, augment, batch_size: int, device: torch.d
     images = images.to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    augment(images[:batch_size].unsqueeze(1).float().div_(255), generator)  # warm-up
+    augment(unit_scale(images[:batch_size].unsqueeze(1)), generator)  # warm-up
     sync()
     start = time.perf_counter()
     for i in range(batch_size, len(images), batch_size):
-        augment(images[i : i + batch_size].unsqueeze(1).float().div_(255), generator)
+        augment(unit_scale(images[i : i + batch_size].unsqueeze(1)), generator)
     sync()
     return (len(images) - batch_size) / (time.perf_counter() - start)
 

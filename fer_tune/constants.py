@@ -7,6 +7,7 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 IMAGE_SIZE = 48  # FER2013 images are 48x48 grayscale
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE  # 2304 numbers per `pixels` field
+PIXEL_MAX = 255  # images are stored as uint8 grey levels 0..255; models see them divided by this, in [0, 1]
 
 # FER2013's `Usage` column -> our split names.
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}

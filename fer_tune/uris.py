@@ -1,10 +1,33 @@
-"""URIs as they may be shown: without the password of a user:password@ part."""
+"""URIs as they may be shown or stored: without the credentials they can carry.
+
+A tracking or storage URI carries secrets in two places: the userinfo (`user:password@`, or a
+bare token `ghp_x@`) and the query string (`?token=`, `&X-Amz-Signature=`, `&sig=` of an Azure
+SAS, `?password=` of a database URL). `redact` masks both, in any text, so it can be applied to
+a message, a JSON file or an MLflow tag as a whole:
+
+    redact("postgresql://fer:pw@db/x?sslpassword=s")   # postgresql://fer:***@db/x?sslpassword=***
+"""
 
 from __future__ import annotations
 
 import re
 
+MASK = "***"
+# Query keys whose value is a secret: any key containing one of these words, in any case
+# (token, access_token, X-Amz-Security-Token, api_key, AWSAccessKeyId, sig, X-Amz-Signature ...).
+SECRET_WORDS = ("token", "key", "secret", "pass", "pwd", "sig", "credential", "auth", "session", "sas")
+
+# The userinfo ends at the last @ before the path: a password may itself hold an unescaped @.
+_USERINFO_PASSWORD = re.compile(r"(?<=://)([^/@:\s?#]*):[^/\s?#]*@")
+_USERINFO_BARE = re.compile(r"(?<=://)[^/@:\s?#]+@")
+_QUERY_SECRET = re.compile(
+    r"([?&;]([^=&;\s#'\"]*(?:" + "|".join(SECRET_WORDS) + r")[^=&;\s#'\"]*)=)[^&;\s#'\")]*",
+    re.IGNORECASE,
+)
+
 
 def redact(text: str) -> str:
-    """`text` with every URI's password replaced by *** (http://user:***@host), for messages, files and tags."""
-    return re.sub(r"(?<=://)([^/@:\s]*):[^/@\s]*@", r"\1:***@", text)
+    """`text` with every URI's password, bare userinfo token and secret query value replaced by ***."""
+    text = _USERINFO_PASSWORD.sub(rf"\1:{MASK}@", text)
+    text = _USERINFO_BARE.sub(f"{MASK}@", text)
+    return _QUERY_SECRET.sub(rf"\1{MASK}", text)

@@ -92,3 +92,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With FER_TUNE_REQUIRE (CI), a skip for want of a required service fails instead (tests/services.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not isinstance(report.longrepr, tuple) or hasattr(report, "wasxfail"):
+        return
+    from services import required, service_of
+
+    reason = report.longrepr[2]
+    service = service_of(reason)
+    if service in required():
+        report.outcome = "failed"
+        report.longrepr = f"{service} is required (FER_TUNE_REQUIRE, set by .ci/run) but the test skipped: {reason}"

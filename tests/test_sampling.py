@@ -105,7 +105,7 @@ def test_every_scheduler_counts_our_epochs(tmp_path, name, expected):
         tmp_path, f"pruner: {{name: {name}, grace_period: 3, reduction_factor: 2}}\nbudget: {{max_epochs: 9}}\n"
     )
     scheduler = build_pruner(space)
-    assert type(scheduler).__name__ == expected
+    assert expected in [base.__name__ for base in type(scheduler).__mro__]  # ours extend Ray's
     if name != "none":
         assert scheduler._time_attr == TIME_ATTR == "epoch"
     if name == "asha":

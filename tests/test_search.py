@@ -253,6 +253,7 @@ def test_a_trials_outcome_is_judged_by_its_own_epochs(pruner, ray_local, workdir
         workdir,
         f"epochs_{pruner}",
         f"search: {{algorithm: random, seed: 0}}\npruner: {{name: {pruner}, grace_period: 1, reduction_factor: 2}}\n"
+        "dead_trials: {enabled: false}\n"  # only the pruner stops here (tests/test_dead_trials.py: the rule)
         "budget: {num_samples: 6, max_epochs: 4, max_concurrent: 2}\n"
         "space:" + FAST + "  lr: {loguniform: [1.0e-5, 3.0e-3]}\n  epochs: {choice: [1, 2, 3]}\n",
     )

@@ -1,5 +1,7 @@
-"""`fer-tune ui` serves the MLflow UI; headless Chromium renders the experiment and its nested runs."""
+"""`fer-tune ui` serves the MLflow UI and prints links to the latest sweep's runs and model; headless
+Chromium renders those pages: the sweep's nested runs, their Dataset column, and the registered model."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ from mlflow_helpers import free_port, serving
 
 from fer_tune.cli.sweep import run_space
 from fer_tune.search.sweep_file import load_space
+from fer_tune.tracking.links import runs_page
 from fer_tune.tracking.store import tracking_uri
 
 pytestmark = pytest.mark.integration
@@ -44,12 +47,26 @@ def test_ui_shows_the_experiment_and_its_nested_runs(ray_local, workdir, blob_cs
     [parent] = client.search_runs([experiment], "tags.`fer_tune.role` = 'sweep'")
     trials = client.search_runs([experiment], "tags.`fer_tune.role` = 'trial'")
 
+    # Every run of the sweep has its data as a dataset input: digest = the data's fingerprint.
+    fingerprint = parent.data.tags["fer_tune.data_fingerprint"]
+    for run in [parent, *trials]:
+        [given] = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert given.dataset.digest == fingerprint and given.dataset.name == blob_csv.name
+        assert json.loads(given.dataset.profile)["splits"] == {"train": 280, "validation": 70, "test": 70}
+
     port = free_port()
     command = [sys.executable, "-m", "fer_tune.cli", "ui", "--port", str(port)]
     with serving(command, "/health", port, cwd=workdir) as base:
-        listing = rendered_text(f"{base}/#/experiments/{experiment}/runs", workdir / "chromium")
+        printed = (workdir / f"server-{port}.log").read_text()
+        runs_link = runs_page(base, experiment, "ui-check-1")
+        assert f"latest sweep ui-check-1: {runs_link}" in printed, printed[:2000]
+        [model_line] = [line for line in printed.splitlines() if line.startswith("its model ")]
+        listing = rendered_text(runs_link, workdir / "chromium")  # the printed link: the sweep's training runs
         assert "ui-check" in listing and "ui-check-1" in listing, listing[:2000]
         assert "4 matching runs" in listing  # the parent, its two trials and the champion (nested under it)
+        assert blob_csv.name in listing  # the Dataset column names the data
+        model_page = rendered_text(model_line.rsplit(": ", 1)[1], workdir / "chromium")
+        assert "Version 1" in model_page or "version 1" in model_page.lower(), model_page[:2000]
         # The parent's page lists its nested runs by name.
         page = rendered_text(f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}", workdir / "chromium")
         assert "Child runs" in page, page[:2000]

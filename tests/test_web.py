@@ -229,6 +229,7 @@ def test_model_metadata_names_the_registered_version(server, registered):
     assert info["test_accuracy"] == pytest.approx(registered.registration.accuracy, abs=1e-6)
     assert info["classes"] == list(EMOTIONS) and info["eval_split"] == "test"
     assert (info["sweep"], info["architecture"]) == (registered.sweep, "basic")
+    assert info["trained_on"] == "trained on blobs.csv"
 
 
 def test_a_downloaded_folder_serves_the_same_model(server, folder_server, registered):
@@ -242,8 +243,10 @@ def test_a_downloaded_folder_serves_the_same_model(server, folder_server, regist
     assert here["faces"][0]["probabilities"] == pytest.approx(there["faces"][0]["probabilities"], abs=1e-6)
 
 
-def test_openapi_docs_describe_both_routes(server):
-    assert "swagger" in requests.get(f"{server}/docs", timeout=30).text.lower()
+def test_openapi_schema_describes_both_routes(server):
+    # No /docs nor /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, blank offline.
+    for page in ("/docs", "/redoc"):
+        assert requests.get(f"{server}{page}", timeout=30).status_code == 404
     schema = requests.get(f"{server}/openapi.json", timeout=30).json()
     assert {"/api/predict", "/api/model"} <= set(schema["paths"])
     assert "413" in schema["paths"]["/api/predict"]["post"]["responses"]
@@ -305,8 +308,12 @@ def browser(tmp_path_factory):
         "--force-device-scale-factor=1", "--hide-scrollbars", "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+        # offline: no name resolves but loopback, and Chromium's own background fetches are off
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run",
     ):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # never downloads a driver
     yield driver
     driver.quit()
@@ -321,6 +328,33 @@ def wait_for(driver, condition, what: str, timeout: float = PAGE_TIMEOUT):
         return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
     except TimeoutException:
         pytest.fail(f"the page never showed {what}:\n{driver.find_element('tag name', 'body').text[:2000]}")
+
+
+def requested_urls(driver) -> list[str]:
+    """The URLs the page requested since the last call (Chrome's performance log)."""
+    import json
+
+    messages = (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
+    return [m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"]
+
+
+def test_page_renders_offline_from_its_own_server_only(server, browser):
+    """Every request of the page goes to its own server (or a blob:/data: URL); it renders with the
+    network cut off, and says what the model was trained on."""
+    from selenium.webdriver.common.by import By
+
+    requested_urls(browser)  # drop what earlier tests requested
+    browser.get(server)
+    wait_for(browser, lambda d: "fer-web v1" in d.find_element(By.ID, "model").text, "the model's name")
+    assert "trained on blobs.csv" in browser.find_element(By.ID, "model").text
+    assert browser.execute_script("return getComputedStyle(document.body).display") != "none"
+    assert browser.execute_script("return document.styleSheets.length") >= 1  # style.css loaded
+    urls = requested_urls(browser)
+    assert f"{server}/static/app.js" in urls and f"{server}/api/model" in urls, urls
+    elsewhere = [url for url in urls if not url.startswith((server, "blob:", "data:"))]
+    assert elsewhere == [], elsewhere
+    footer = browser.find_element(By.TAG_NAME, "footer")
+    assert [a.get_attribute("href") for a in footer.find_elements(By.TAG_NAME, "a")] == [f"{server}/openapi.json"]
 
 
 def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path, request):
@@ -341,6 +375,7 @@ def test_page_boxes_the_face_of_an_uploaded_portrait(server, browser, tmp_path, 
     assert len(boxes) >= 1 and boxes[0].is_displayed() and boxes[0].size["width"] > 20
     assert len(face.find_elements(By.CSS_SELECTOR, ".face .bar")) == 7 * len(boxes)
     assert boxes[0].text.split()[0] in EMOTIONS  # the box's tag: its top emotion
+    assert "Model trained on blobs.csv." in face.find_element(By.CSS_SELECTOR, ".trained-on").text  # beside it
     whole = by_name["coffee.jpg"]
     assert "No face found" in whole.find_element(By.CSS_SELECTOR, ".note").text
     assert len(whole.find_elements(By.CSS_SELECTOR, ".bar")) == 7
@@ -376,3 +411,23 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_held_back():
 
     with _bind("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
+
+
+def test_models_list_says_what_each_version_was_trained_on(registered, capsys):
+    assert main(["models", "list", MODEL, "--tracking-uri", registered.store]) == 0
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert header.split()[-1] == "trained_on" and row.split()[-1] == "blobs.csv"
+
+
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("synthetic(n=4000, seed=0)", "trained on synthetic faces — not for real photographs"),
+        ("/data/fer2013.csv", "trained on fer2013.csv"),
+        (None, "trained on unrecorded data"),
+    ],
+)
+def test_trained_on_words(source, words):
+    from fer_tune.serving.model import trained_on
+
+    assert trained_on(source) == words

@@ -15,6 +15,7 @@ import torch
 
 from fer_tune.core.checkpoint import load_checkpoint, save_checkpoint
 from fer_tune.core.config import make_train_config
+from fer_tune.core.cost import model_cost
 from fer_tune.core.training import fit
 from fer_tune.data.dataset import FerDataset
 from fer_tune.errors import FerTuneError
@@ -43,13 +44,15 @@ def train_fer_cnn(config: dict, data: FerDataset, unavailable: dict[str, str] | 
             resume = load_checkpoint(folder)
 
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran; Ray's node_ip is shared on one host
+    # params, macs, latency_ms: measured once, before training, and reported with every epoch (objectives may use them)
+    cost = model_cost(train_config.model_copy(update={"pretrained": False}), data.num_classes)
 
     def report(metrics: dict, state) -> None:
         reported_at = time.time()
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(state.state_dict(), folder)
             # reported_at: when the epoch ended, on the wall clock (bench/ lines trials' epochs up with it)
-            extra = {"node_id": node_id, "reported_at": reported_at}
+            extra = {"node_id": node_id, "reported_at": reported_at, **cost}
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     fit(train_config, data, report, resume=resume)

@@ -8,14 +8,15 @@ from pathlib import Path
 from fer_tune.cli.paths import writable_file
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
+from fer_tune.numbers import parse_int
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="create or inspect a dataset").add_subparsers(metavar="ACTION")
     synth = data.add_parser("synth", help="write a FER2013-format CSV of synthetic faces")
     synth.add_argument("--out", required=True, type=Path, help="CSV file to write")
-    synth.add_argument("--n", type=int, default=30000, help="number of images (default 30000)")
-    synth.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    synth.add_argument("--n", type=parse_int, default=30000, help="number of images (default 30000)")
+    synth.add_argument("--seed", type=parse_int, default=0, help="generator seed (default 0)")
     synth.set_defaults(handler=cmd_data_synth)
     inspect = data.add_parser("inspect", help="class counts per split, mean/std, average face per class")
     inspect.add_argument("source", help="'synthetic', a FER2013 CSV, or an image folder")
@@ -49,13 +50,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_data_synth(args) -> int:
     from fer_tune.data import write_fer2013_csv
-    from fer_tune.data.synthetic import generate_faces
+    from fer_tune.data.synthetic import check_seed, check_size, generate_faces
 
-    if args.n < 70:
-        raise FerTuneError(f"--n {args.n}: expected at least 70 images (10 per class)")
+    check_size(args.n, "--n")
+    check_seed(args.seed, "--seed")
     writable_file(args.out, "--out")
     images, labels, usage = generate_faces(args.n, args.seed)
-    write_fer2013_csv(args.out, images, labels, usage)
+    try:
+        write_fer2013_csv(args.out, images, labels, usage)
+    except OSError as err:  # a full disk (or /dev/full): nothing half-written is left behind as if complete
+        if args.out.is_file():
+            args.out.unlink(missing_ok=True)
+        raise FerTuneError(f"--out {args.out}: cannot write it ({err.strerror or err})") from None
     print(f"wrote {args.n} synthetic faces (seed {args.seed}) to {args.out}")
     return 0
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fer_tune.cli import data, models, serve, sweep, train
+from fer_tune.cli import data, models, report, serve, sweep, train
 from fer_tune.errors import FerTuneError
+from fer_tune.uris import redact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,23 +23,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except FerTuneError as err:
-        print(f"fer-tune: error: {err}", file=sys.stderr)
+        # One line, without credentials, whatever a library put into the message.
+        print(f"fer-tune: error: {' '.join(redact(str(err)).split(chr(10)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fer-tune: interrupted", file=sys.stderr)
         return 130
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage first), exit status 2."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("fer-tune").strip()
+        self.exit(2, f"fer-tune: error: {command + ': ' if command else ''}{message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fer-tune", description="Hyperparameter search for facial-emotion-recognition CNNs."
-    )
+    parser = Parser(prog="fer-tune", description="Hyperparameter search for facial-emotion-recognition CNNs.")
     commands = parser.add_subparsers(metavar="COMMAND")
     data.add_commands(commands)  # data synth|inspect|clean
     train.add_commands(commands)  # train
     sweep.add_commands(commands)  # run, results [sync]
     models.add_commands(commands)  # ui, models list|download, predict
     serve.add_commands(commands)  # serve: the web page and JSON API
+    report.add_commands(commands)  # report: report.html and report.json of a sweep
     return parser
 
 

@@ -1,6 +1,7 @@
 """The registry side of the CLI: `fer-tune ui`, `fer-tune models list|download`, `fer-tune predict`.
 
-    fer-tune ui                                            # the MLflow UI on http://127.0.0.1:5000
+    fer-tune ui                                            # the MLflow UI on http://127.0.0.1:5000, with links
+                                                           # to the latest sweep's runs and its model
     fer-tune models list                                   # versions, aliases, test accuracy
     fer-tune models download models:/fer-emotion@champion --to deploy/
     fer-tune predict --model models:/fer-emotion@champion face.jpg --detect-faces
@@ -19,7 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fer_tune.cli.serve import port_number
 from fer_tune.errors import FerTuneError
+from fer_tune.uris import redact
 
 DEFAULT_MODEL = "models:/fer-emotion@champion"
 
@@ -27,7 +30,7 @@ DEFAULT_MODEL = "models:/fer-emotion@champion"
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add the ui, models and predict sub-commands to the `fer-tune` parser."""
     ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
-    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument("--port", type=port_number, default=5000, help="port, 1 to 65535 (default 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)")
     _store_option(ui)
     ui.set_defaults(handler=cmd_ui)
@@ -82,7 +85,7 @@ def cmd_ui(args) -> int:
 
     uri = _store(args)
     if uri.startswith(("http://", "https://")):
-        print(f"{uri} is an MLflow server already: open it in a browser")
+        print(f"{redact(uri)} is an MLflow server already: open it in a browser")
         return 0
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     command += ["--host", args.host, "--port", str(args.port), "--workers", "1"]  # a UI for one person
@@ -92,12 +95,25 @@ def cmd_ui(args) -> int:
     # MLflow's server also forks a job runner for GenAI features (LLM judges); it halves the
     # startup time on a small machine to leave it out, and training runs never use it.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {redact(uri)} on {base} (Ctrl+C stops it)", flush=True)
+    for line in _ui_links(uri, base):
+        print(line, flush=True)
     os.execv(sys.executable, command)  # the server replaces this process: signals reach it directly
+
+
+def _ui_links(uri: str, base: str) -> list[str]:
+    """The latest sweep's runs page and its model's page (MLflow 3's UI opens on its GenAI pages)."""
+    from fer_tune.tracking.links import ui_links
+
+    return _ask(uri, lambda: ui_links(_client(uri), base))
 
 
 def cmd_models_list(args) -> int:
     import pandas as pd
+
+    from fer_tune.serving.model import trained_on
+    from fer_tune.tracking.front import FRONT_TAG
 
     uri = _store(args)
     client = _ask(uri, lambda: _client(uri))
@@ -105,9 +121,11 @@ def cmd_models_list(args) -> int:
     models = _ask(uri, lambda: client.search_registered_models(filter_string=query))
     if args.name and not models:
         known = [m.name for m in _ask(uri, client.search_registered_models)]
-        raise FerTuneError(f"no registered model named {args.name!r} in {uri}; known: {', '.join(known) or 'none'}")
+        raise FerTuneError(
+            f"no registered model named {args.name!r} in {redact(uri)}; known: {', '.join(known) or 'none'}"
+        )
     if not models:
-        print(f"no registered models in {uri}: `fer-tune run SPACE.yaml` registers the best model of a sweep")
+        print(f"no registered models in {redact(uri)}: `fer-tune run SPACE.yaml` registers the best model of a sweep")
         return 0
     for model in models:
         aliases: dict[str, list[str]] = {}
@@ -122,13 +140,23 @@ def cmd_models_list(args) -> int:
                 "test_accuracy": v.tags.get("test_accuracy", "-"),
                 "eval_split": v.tags.get("eval_split", "-"),
                 "data_fingerprint": v.tags.get("data_fingerprint", "-"),
-                "sweep": v.tags.get("sweep", "-"),
+                "sweep": v.tags.get("sweep") or v.tags.get(FRONT_TAG, "-"),
+                "trained_on": trained_on(_data_source(client, v.run_id)).removeprefix("trained on "),
+                **_objectives(v.tags),
             }
             for v in versions
         ]
         print(f"{model.name}  (models:/{model.name}@champion)")
         print(pd.DataFrame(rows).sort_values("version").to_string(index=False))
     return 0
+
+
+def _objectives(tags: dict) -> dict:
+    """A multi-objective sweep's front versions: their objectives in one column (fer_tune.tracking.front)."""
+    from fer_tune.tracking.front import OBJECTIVE_TAG
+
+    values = [(k.removeprefix(OBJECTIVE_TAG), float(v)) for k, v in tags.items() if k.startswith(OBJECTIVE_TAG)]
+    return {"objectives": " ".join(f"{k}={v:.4g}" for k, v in sorted(values))} if values else {}
 
 
 def cmd_models_download(args) -> int:
@@ -178,6 +206,19 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _data_source(client, run_id: str | None) -> str | None:
+    """The data a registered version was trained on: its sweep's `fer_tune.data_source` tag (on the
+    parent of the champion run that logged the model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id) if run_id else None
+        parent = run and run.data.tags.get("mlflow.parentRunId")
+        return client.get_run(parent).data.tags.get("fer_tune.data_source") if parent else None
+    except MlflowException:  # the run was deleted: the version stays listed, its data unknown
+        return None
+
+
 def _client(uri: str):
     from mlflow import MlflowClient
 
@@ -192,4 +233,4 @@ def _ask(uri: str, request):
         return request()
     except (MlflowException, OSError) as err:
         reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
-        raise FerTuneError(f"MLflow store {uri}: {reason}") from None
+        raise FerTuneError(redact(f"MLflow store {uri}: {reason}")) from None

@@ -12,6 +12,7 @@ standard library at the top so `fer-tune --help` stays instant; the app is fer_t
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 
 from fer_tune.errors import FerTuneError
@@ -25,7 +26,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve a web page and a JSON API that read faces' emotions")
     serve.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI or folder (default {DEFAULT_MODEL})")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port, 1 to 65535 (default 8000)")
     serve.add_argument(
         "--tracking-uri",
         default=None,
@@ -37,13 +38,29 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.set_defaults(handler=cmd_serve)
 
 
+MAX_UPLOAD_MB = 1024  # a picture of a face is kilobytes; a gigabyte is already a mistake
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of megabytes")
+        value = math.nan
+    if not (0 < value <= MAX_UPLOAD_MB):  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a number of megabytes above 0 and at most {MAX_UPLOAD_MB}"
+        )
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port: Python's socket would take 99999 modulo 65536 (serving on 34463) without a word."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port from 1 to 65535")
     return value
 
 

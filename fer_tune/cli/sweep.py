@@ -7,6 +7,8 @@ from pathlib import Path
 
 from fer_tune.cli.paths import writable_folder
 from fer_tune.errors import FerTuneError
+from fer_tune.names import check_name
+from fer_tune.numbers import finite_number, parse_int
 
 
 class SweepFinished(FerTuneError):
@@ -18,8 +20,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("space", type=Path, help="search-space YAML file")
     run.add_argument("--data", default=None, help="data source overriding the file's data.source")
     run.add_argument("--name", default=None, help="sweep name (default SPACE-DATE-TIME; with --resume: the latest)")
-    run.add_argument("--num-samples", type=int, default=None, help="override budget.num_samples")
-    run.add_argument("--max-epochs", type=int, default=None, help="override budget.max_epochs")
+    run.add_argument("--num-samples", type=parse_int, default=None, help="override budget.num_samples")
+    run.add_argument("--max-epochs", type=parse_int, default=None, help="override budget.max_epochs")
     run.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
     run.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu (0.25: 4 per GPU)")
     run.add_argument("--address", default=None, help="join a Ray cluster (default: RAY_ADDRESS, else local Ray)")
@@ -28,7 +30,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--no-track", dest="track", action="store_false", help="write results/ only; touch no MLflow store"
     )
-    run.add_argument("--verbose", action="store_true", help="also print Ray Tune's trial tables")
+    run.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="SWEEP[,SWEEP...]|auto",
+        help="seed the search with earlier sweeps' trials (auto: earlier sweeps of this space on the same data)",
+    )
+    run.add_argument("--any-data", action="store_true", help="with --warm-start: allow sweeps run on other data")
+    run.add_argument(
+        "--verbose", action="store_true", help="also print Ray's, MLflow's and Optuna's own lines and trial tables"
+    )
     run.add_argument("--smoke", action="store_true", help="2 trials of 1 epoch on CPUs: check a space runs end to end")
     run.set_defaults(handler=cmd_run)
 
@@ -37,20 +48,34 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     results.add_argument("name", nargs="?", default=None, help="sweep name (default: the latest), or `sync`")
     results.add_argument("sweep", nargs="?", default=None, help="with `sync`: the sweep whose records to write")
-    results.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
+    results.add_argument("--top", type=parse_int, default=10, help="rows to show (default 10)")
     results.set_defaults(handler=cmd_results)
 
 
 def cmd_run(args) -> int:
+    from fer_tune.cli import quiet
+
+    if not args.verbose:
+        quiet.quiet_environment()  # before Ray starts: only fer-tune's lines on the console (cli/quiet.py)
     from fer_tune.search.results import leaderboard_markdown
     from fer_tune.search.sweep_file import load_space, with_budget
 
+    if args.any_data and not args.warm_start:
+        raise FerTuneError("--any-data: only meaningful with --warm-start SWEEP; add --warm-start or drop it")
+
     space = with_budget(load_space(args.space), num_samples=args.num_samples, max_epochs=args.max_epochs)
+    if args.warm_start and space.multi_objective:
+        raise FerTuneError(f"--warm-start with {args.space}: warm starts seed single-objective sweeps only; drop one")
+    if args.smoke and (args.num_samples is not None or args.max_epochs is not None):
+        flag = "--num-samples" if args.num_samples is not None else "--max-epochs"
+        raise FerTuneError(f"--smoke with {flag}: --smoke runs 2 trials of 1 epoch; leave out one or the other")
     if args.smoke:
         from fer_tune.search.sweep_file import smoke
 
         space = smoke(space)
     space = with_resources(space, cpu=args.cpus_per_trial, gpu=args.gpus_per_trial)
+    if not args.verbose:
+        quiet.quiet_libraries(tracked=args.track)
     try:
         sweep, tracking = run_space(
             space,
@@ -61,6 +86,8 @@ def cmd_run(args) -> int:
             storage=args.storage,
             track=args.track,
             verbose=2 if args.verbose else 0,
+            warm_start=args.warm_start,
+            any_data=args.any_data,
         )
     except SweepFinished as done:
         print(done)
@@ -77,6 +104,10 @@ def cmd_run(args) -> int:
         print(tracking.message)
         if not tracking.pending:
             print("browse the sweep with `fer-tune ui`; list the registry with `fer-tune models list`")
+    if sweep.best is None and sweep.trials[f"best_{space.metric}"].notna().any():  # a `champion:` rule unmet
+        from fer_tune.search.pareto import no_champion_message
+
+        raise FerTuneError(no_champion_message(space))
     if sweep.best is None:
         raise FerTuneError(f"no trial of sweep {sweep.name} produced a score; see the failures above")
     return 0
@@ -84,23 +115,29 @@ def cmd_run(args) -> int:
 
 def with_resources(space, cpu: float | None, gpu: float | None):
     """The space with --cpus-per-trial / --gpus-per-trial applied (None keeps the file's value)."""
-    if cpu is not None and cpu <= 0:
-        raise FerTuneError(f"--cpus-per-trial {cpu:g}: expected a positive number")
-    if gpu is not None and gpu < 0:
-        raise FerTuneError(f"--gpus-per-trial {gpu:g}: expected 0 or a positive number")
+    from fer_tune.search.sweep_file import MAX_CPUS, MAX_GPUS
+
+    if cpu is not None:
+        finite_number(cpu, "--cpus-per-trial", low=0, low_open=True, high=MAX_CPUS)
+    if gpu is not None:
+        finite_number(gpu, "--gpus-per-trial", low=0, high=MAX_GPUS)
     updates = {key: value for key, value in (("cpu", cpu), ("gpu", gpu)) if value is not None}
     return space.model_copy(update={"resources": space.resources.model_copy(update=updates)}) if updates else space
 
 
 def outcome_summary(sweep) -> str:
     """Counts of completed, stopped and failed trials, the failure reasons, and where the records are."""
+    from fer_tune.search.outcome import FAILED, OUTCOMES
+
     counts = sweep.trials["status"].value_counts()
-    parts = [f"{counts.get(status, 0)} {status}" for status in ("completed", "stopped early", "failed")]
+    parts = [f"{counts.get(status, 0)} {status}" for status in OUTCOMES]
     lines = ["trials: " + ", ".join(parts)]
-    failed = sweep.trials[sweep.trials["status"] == "failed"]
+    failed = sweep.trials[sweep.trials["status"] == FAILED]
     for reason, group in failed.groupby("error"):
         lines.append(f"  failed x{len(group)}: {reason}")
     lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv, leaderboard.md, plots)")
+    if sweep.space.multi_objective:
+        lines.append(f"front: {int(sweep.trials['on_front'].sum())} trials (pareto.csv, pareto.png)")
     return "\n".join(lines)
 
 
@@ -114,6 +151,8 @@ def run_space(
     storage: str | Path | None = None,
     track: bool = True,
     verbose: int = 0,
+    warm_start: str | None = None,
+    any_data: bool = False,
 ):
     """Check, load, run and track one sweep: the one place that wires tracking into a sweep.
 
@@ -132,6 +171,8 @@ def run_space(
         sweep_name,
     )
 
+    if name is not None:
+        check_name(name, "--name")
     writable_folder(RESULTS_DIR, "results folder")
     storage = storage_path(storage)
     if "://" not in storage:
@@ -149,7 +190,10 @@ def run_space(
         check_store(tracking_uri(space.mlflow.tracking_uri), write=True)
     prepare_cluster(space, address)
     data = space.data.load(data_source)
+    warm = _warm_start(space, name, data, warm_start, any_data, track, resume) if warm_start else None
     tracker = _tracker(space, name, data) if track else None
+    if tracker is not None and warm is not None:
+        tracker.record_warm_start(warm.sources, warm.any_data)
     callbacks = tracker.callbacks() if tracker else []
     sweep = run_sweep(
         space,
@@ -161,8 +205,34 @@ def run_space(
         callbacks=callbacks,
         verbose=verbose,
         data_source=data_source,
+        warm=warm,
     )
+    _report(sweep)  # before tracking: the tracker logs results/<sweep>/, the report with it
     return sweep, (tracker.finish(sweep) if tracker else None)
+
+
+def _report(sweep) -> None:
+    """Score the champion and runner-up on the test images and write the sweep's report (tracked or not).
+
+    A report that cannot be built is a warning: the sweep, its tables and its tracking stand without it.
+    """
+    from fer_tune.cli.report import build
+    from fer_tune.search.report.predictions import save_predictions
+
+    try:
+        save_predictions(sweep)
+        print(build(sweep.name), flush=True)
+    except Exception as err:  # noqa: BLE001 - the sweep's results are written already
+        print(f"[fer-tune] warning: report of sweep {sweep.name} not written: {type(err).__name__}: {err}", flush=True)
+
+
+def _warm_start(space, name: str, data, text: str, any_data: bool, track: bool, resume: bool):
+    if resume:  # the searcher and pruner restored from the experiment hold the seeds they started with
+        print("[fer-tune] --warm-start: a resumed sweep keeps the seeds it started with; not seeding again")
+        return None
+    from fer_tune.cli.warm import load_warm_start
+
+    return load_warm_start(space, name, data, text, any_data, track)
 
 
 def _finished_message(space, name: str, track: bool) -> str:
@@ -211,10 +281,13 @@ def cmd_results(args) -> int:
     if args.name == "sync":
         if not args.sweep:
             raise FerTuneError("results sync: expected the sweep's name (fer-tune results sync NAME)")
+        check_name(args.sweep, "results sync NAME")
         print(sync(args.sweep))
         return 0
     if args.top < 1:
         raise FerTuneError(f"--top {args.top}: expected a positive number of rows")
+    if args.name is not None:
+        check_name(args.name, "results NAME")
     sweep = load_sweep(args.name)
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials")
     print(leaderboard_markdown(sweep.trials, sweep.metric, sweep.mode, args.top))

@@ -18,6 +18,7 @@ from torch import nn
 from fer_tune.core.augment import check_tta, tta_views
 from fer_tune.core.config import TrainConfig
 from fer_tune.core.models import IMAGENET_MEAN, IMAGENET_STD, create_model
+from fer_tune.data.dataset import unit_scale
 
 
 class Normalized(nn.Module):
@@ -51,6 +52,7 @@ def build_model(config: TrainConfig, num_classes: int, mean: float, std: float) 
         padding=config.resolved_padding,
         dropout=config.dropout,
         width=config.width,
+        separable=config.separable,
         pretrained=config.pretrained,
         freeze_depth=config.freeze_depth,
         input_size=config.input_size,
@@ -80,7 +82,7 @@ class Predictor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 3:
             images = images.unsqueeze(1)
-        images = images.float() / 255.0
+        images = unit_scale(images)
         views = tta_views(images, self.tta)
         probabilities = self.model(torch.cat(views)).softmax(1)  # one batch of every view
         return probabilities.view(len(views), images.shape[0], -1).mean(0)

@@ -47,6 +47,7 @@ class TrainConfig(Strict):
     padding: Literal[0, 1, "auto"] = 1  # auto = (kernel_size - 1) // 2: Tandon 2020's 2x2/pad 0 and 3x3/pad 1 pairs
     dropout: float = Field(0.25, ge=0, lt=1)
     width: float = Field(1.0, gt=0)  # channel multiplier
+    separable: bool = False  # seed CNNs: depthwise-separable convs (fewer MACs; an efficiency axis to search)
     # transfer learning: which models take these, and in which range, is each model's `Capabilities`
     pretrained: bool = False  # ImageNet weights from the local torch hub cache (never downloaded)
     freeze_depth: int = models.ALL_BLOCKS  # the backbone's last blocks that train: 0 = head only, -1 = all
@@ -169,7 +170,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     message = message.removeprefix("Value error, ")
     got = first.get("input")
     if got is not None and not isinstance(got, dict) and repr(got) not in message:
-        message += f" (got {got!r})"
+        shown = repr(got) if len(repr(got)) <= 80 else f"{repr(got)[:60]}... ({len(repr(got))} characters)"
+        message += "" if shown.split("...")[0] in message else f" (got {shown})"
     return f"{path}: {message}"
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_tune.core.augment import check_tta, tta_views
-from fer_tune.data.dataset import Split
+from fer_tune.data.dataset import Split, unit_scale
 
 
 @torch.no_grad()
@@ -41,7 +41,7 @@ def evaluate(
     autocast = autocast or contextlib.nullcontext()
     log_probabilities = []
     for start in range(0, len(split), batch_size):
-        images = split.images[start : start + batch_size].unsqueeze(1).float().div_(255)
+        images = unit_scale(split.images[start : start + batch_size].unsqueeze(1))
         views = tta_views(images, tta)
         with autocast:
             per_view = torch.stack([model(view).float().log_softmax(1) for view in views])

@@ -37,7 +37,7 @@ from fer_tune.core.classifier import Normalized, build_model
 from fer_tune.core.config import TrainConfig
 from fer_tune.core.metrics import class_weights, evaluate
 from fer_tune.core.optim import create_optimizer, create_schedule
-from fer_tune.data.dataset import FerDataset, Split
+from fer_tune.data.dataset import FerDataset, Split, unit_scale
 from fer_tune.errors import FerTuneError
 
 OnEpoch = Callable[[dict, TrainState], None]
@@ -137,7 +137,7 @@ def train_one_epoch(
     total_correct = torch.zeros((), device=train.images.device)
     for step in range(steps):
         index = order[step * config.batch_size : (step + 1) * config.batch_size]
-        images = train.images[index].unsqueeze(1).float().div_(255)
+        images = unit_scale(train.images[index].unsqueeze(1))
         labels = train.labels[index]
         images = augment(images, generator)
         if images.shape[-1] != config.image_size:  # ten-crop trains on random crops of the augmented faces

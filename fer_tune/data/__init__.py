@@ -20,6 +20,7 @@ from fer_tune.data.cache import cached_dataset
 from fer_tune.data.dataset import FerDataset, Split
 from fer_tune.data.fer2013 import fer2013_cache_key, read_fer2013_csv, write_fer2013_csv
 from fer_tune.data.folders import folder_cache_key, read_image_folders
+from fer_tune.data.formats import CSV, source_kind
 from fer_tune.data.sources import ExtraSource, check_distinct, merge_sources
 from fer_tune.errors import FerTuneError
 
@@ -55,14 +56,10 @@ def load_dataset(
         return cached_dataset(f"synthetic-v{SYNTHETIC_VERSION}-n{n}-s{seed}", build) if use_cache else build()
 
     path = Path(source).expanduser()
-    if path.is_file() and path.suffix.lower() == ".csv":
+    if source_kind(path, f"data source '{source}'", EXPECTED_SOURCES) == CSV:
         read, cache_key = read_fer2013_csv, fer2013_cache_key
-    elif path.is_dir():
-        read, cache_key = read_image_folders, folder_cache_key
-    elif path.exists():
-        raise FerTuneError(f"data source '{source}' is not a .csv file or a folder: {EXPECTED_SOURCES}")
     else:
-        raise FerTuneError(f"data source '{source}' not found: {EXPECTED_SOURCES}")
+        read, cache_key = read_image_folders, folder_cache_key
     build = lambda: read(path, val_fraction=val_fraction, seed=seed)  # noqa: E731
     try:
         return cached_dataset(cache_key(path, val_fraction, seed), build) if use_cache else build()

@@ -27,6 +27,8 @@ import numpy as np
 from fer_tune.constants import EMOTIONS
 from fer_tune.data.fer2013 import copy_fer2013_rows, parse_fer2013_csv
 from fer_tune.data.folders import class_order, load_images, scan_layout, split_files
+from fer_tune.data.formats import CSV, FOLDER, source_kind
+from fer_tune.data.haar import face_cascade
 from fer_tune.data.imagegrid import save_image_grid
 from fer_tune.data.phash import HASH_DISTANCE, MAX_HASH_DISTANCE, near_pairs, perceptual_hashes
 from fer_tune.errors import FerTuneError
@@ -36,7 +38,6 @@ from fer_tune.errors import FerTuneError
 # are face parts) none, of 230 crops of other pictures none; all ten 48 px crops of the astronaut's
 # face are found. Without the padding 91 of the 100 faces are found: the cascade was trained on faces
 # with a margin around them, which tight crops lack. ~2.4 ms an image on 2 busy cores (FER2013: ~85 s).
-HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python(-headless) 4.x
 FACE_UPSCALE = 96  # px: the 48 px crop doubled, so the cascade's 24 px window sees facial features
 FACE_PADDING = 24  # px of replicated border on each side (a quarter of FACE_UPSCALE): restores the margin
 FACE_MIN_SIZE = 67  # px: a face spans at least 70% of the crop's side; no small faces in the background
@@ -139,7 +140,7 @@ def report_dir(out: Path) -> Path:
 
 def read_catalog(source: Path, kind: str) -> Catalog:
     """Decode every image of `source` as stored (no validation split is carved)."""
-    if kind == "csv":
+    if kind == CSV:
         rows = parse_fer2013_csv(source)
         splits = rows.splits if rows.splits is not None else np.full(len(rows.labels), "train")
         origins = [f"line {line}" for line in rows.lines.tolist()]
@@ -162,7 +163,7 @@ def find_faces(images: np.ndarray) -> np.ndarray:
     """
     import cv2  # lazy: importing fer_tune.data stays light
 
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + HAAR_CASCADE)
+    cascade = face_cascade()
     found = np.zeros(len(images), dtype=bool)
     for index, image in enumerate(images):
         big = cv2.resize(image, (FACE_UPSCALE, FACE_UPSCALE), interpolation=cv2.INTER_LINEAR)
@@ -209,7 +210,7 @@ def _same(distance: int) -> str:
 
 def _describe(catalog: Catalog, index: int) -> str:
     """'train/happy/001.png', or 'line 17 (train, happy)': a CSV line number alone names no split or class."""
-    if catalog.kind == "folder":
+    if catalog.kind == FOLDER:
         return catalog.origins[index]
     return f"{catalog.origins[index]} ({catalog.splits[index]}, {catalog.classes[catalog.labels[index]]})"
 
@@ -242,23 +243,17 @@ def _total(counts: dict[str, dict[str, int]]) -> int:
 
 def _check_paths(source: Path, out: Path, force: bool) -> str:
     """The source's kind ("csv" or "folder"); raises, before any decoding, if `out` cannot be written."""
-    if source.is_file() and source.suffix.lower() == ".csv":
-        kind = "csv"
-    elif source.is_dir():
-        kind = "folder"
-    else:
-        what = "is not a .csv file or a folder" if source.exists() else "not found"
-        raise FerTuneError(f"{source}: {what}: expected a FER2013 CSV or an image folder ROOT/train/<class>/")
-    if kind == "csv" and out.suffix.lower() != ".csv":
+    kind = source_kind(source, f"{source}:", "expected a FER2013 CSV or an image folder ROOT/train/<class>/")
+    if kind == CSV and out.suffix.lower() != ".csv":
         raise FerTuneError(f"--out {out}: the source is a CSV, so the output is one: expected a path ending in .csv")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise FerTuneError(f"--out {out} is the source or inside it: expected a path outside {source}")
     if out.exists() or out.is_symlink():
         if not force:
             raise FerTuneError(f"--out {out} exists already: expected a new path, or --force to replace it")
-        replaceable = out.is_file() if kind == "csv" else out.is_dir() and _dataset_or_empty(out)
+        replaceable = out.is_file() if kind == CSV else out.is_dir() and _dataset_or_empty(out)
         if not replaceable:
-            expected = "a CSV file" if kind == "csv" else "an empty folder or a dataset folder (with train/)"
+            expected = "a CSV file" if kind == CSV else "an empty folder or a dataset folder (with train/)"
             raise FerTuneError(f"--out {out} exists and is not {expected}: refusing to replace it even with --force")
     report = report_dir(out)
     if report.exists() and not report.is_dir():
@@ -282,7 +277,7 @@ def _check_loadable(catalog: Catalog, keep: np.ndarray) -> None:
     """Refuse to write an output `load_dataset` could not read (an emptied class folder or split)."""
     for split in np.unique(catalog.splits):
         in_split = catalog.splits == split
-        if catalog.kind == "folder":  # every class folder of a split must keep an image
+        if catalog.kind == FOLDER:  # every class folder of a split must keep an image
             before, after = (
                 np.bincount(catalog.labels[m], minlength=len(catalog.classes)) for m in (in_split, in_split & keep)
             )
@@ -301,7 +296,7 @@ def _write_output(catalog: Catalog, keep: np.ndarray, out: Path) -> None:
     """Write the kept images in the source's format: into a hidden sibling first, then renamed into place."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
-        if catalog.kind == "csv":
+        if catalog.kind == CSV:
             copy_fer2013_rows(catalog.root, partial, set(catalog.lines[keep].tolist()))
         else:
             for origin in np.asarray(catalog.origins, dtype=object)[keep]:

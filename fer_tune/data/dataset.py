@@ -13,8 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fer_tune.constants import IMAGE_SIZE
+from fer_tune.constants import IMAGE_SIZE, PIXEL_MAX
 from fer_tune.errors import FerTuneError
+
+
+def unit_scale(images: torch.Tensor, pixel_max: int = PIXEL_MAX) -> torch.Tensor:
+    """Pixel values 0..PIXEL_MAX (uint8 or float) -> a new float32 tensor in [0, 1], the scale every model takes.
+
+    (`pixel_max` is an argument only because TorchScript, which scripts the deployed `Predictor`, reads a
+    default value but not a global.)"""
+    return images.to(torch.float32, copy=True).div_(pixel_max)
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,8 @@ class FerDataset:
 
     def __post_init__(self):
         # From the 256-bin histogram: 4x faster than float statistics over every pixel, equal to 1e-7.
-        counts = torch.bincount(self.train.images.flatten(), minlength=256).double()
-        levels = torch.arange(256, dtype=torch.float64) / 255
+        counts = torch.bincount(self.train.images.flatten(), minlength=PIXEL_MAX + 1).double()
+        levels = torch.arange(PIXEL_MAX + 1, dtype=torch.float64) / PIXEL_MAX  # unit_scale, in float64
         mean = (counts * levels).sum() / counts.sum()
         std = ((counts * (levels - mean) ** 2).sum() / (counts.sum() - 1)).sqrt()
         object.__setattr__(self, "mean", mean.item())

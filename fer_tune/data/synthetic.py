@@ -28,11 +28,15 @@ cos/sin), so the bytes are the same on every CPU for a given numpy.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
-from fer_tune.constants import EMOTIONS, IMAGE_SIZE
+from fer_tune.constants import EMOTIONS, IMAGE_SIZE, NUM_PIXELS
 from fer_tune.data.dataset import FerDataset, Split
+from fer_tune.errors import FerTuneError
+from fer_tune.numbers import whole_number
 
 SYNTHETIC_VERSION = 1  # bump when the generator's output changes (it keys the on-disk cache)
 
@@ -104,6 +108,36 @@ CHUNK = 64  # images per vectorized step: 0.6 MB arrays stay in L2; 2x faster th
 _COORD = np.arange(IMAGE_SIZE, dtype=np.float32) - (IMAGE_SIZE - 1) / 2  # pixel centres
 
 
+MIN_IMAGES = 70  # 10 per class
+MAX_SEED = 2**32 - 1  # numpy's PCG64 refuses negative seeds; one range for every seed fer-tune takes
+# Memory one image takes while the set is drawn and split: its pixels twice, and its drawn parameters.
+BYTES_PER_IMAGE = 2 * NUM_PIXELS + 512
+
+
+def check_size(n: int, where: str) -> int:
+    """`n` synthetic images fit in half this machine's memory, else one line naming the size (before allocating)."""
+    whole_number(n, where, low=MIN_IMAGES)
+    memory = _physical_memory()
+    most = memory // 2 // BYTES_PER_IMAGE
+    if n > most:
+        raise FerTuneError(
+            f"{where} {n}: that many synthetic images need {n * BYTES_PER_IMAGE / 1e9:.3g} GB of memory and this "
+            f"machine has {memory / 1e9:.3g} GB; expected at most {most} images"
+        )
+    return n
+
+
+def check_seed(seed: int, where: str) -> int:
+    return whole_number(seed, where, low=0, high=MAX_SEED)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: assume 16 GB
+        return 16 * 2**30
+
+
 def generate_faces(n: int, seed: int, return_clean_labels: bool = False):
     """Draw `n` faces: images uint8 [n, 48, 48], labels int64 [n] (EMOTIONS order) and
     usage, an array of "Training"/"PublicTest"/"PrivateTest" in FER2013's 80/10/10.
@@ -111,6 +145,8 @@ def generate_faces(n: int, seed: int, return_clean_labels: bool = False):
     With `return_clean_labels`, also returns the labels before label noise (the
     classes the faces were drawn from). Same (n, seed) -> same bytes.
     """
+    check_size(n, "n")
+    check_seed(seed, "seed")
     rng = np.random.Generator(np.random.PCG64(seed))
     class_p = np.array(FER2013_CLASS_COUNTS, dtype=np.float64) / sum(FER2013_CLASS_COUNTS)
     clean = rng.choice(len(EMOTIONS), size=n, p=class_p).astype(np.int64)

@@ -5,19 +5,22 @@
     [fer-tune] 7/10 done, 2 running, 1 pending; best val_accuracy 0.6312; 3m12s elapsed, ~1m20s left
 
 On a terminal the progress line redraws in place; in a log it is printed at most every
-PROGRESS_EVERY_S seconds. Ray's own trial tables appear only with --verbose.
+PROGRESS_EVERY_S seconds. Ray's, MLflow's and Optuna's own lines appear only with --verbose
+(fer_tune/cli/quiet.py).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 
 from ray import tune
 
 from fer_tune.core.config import trial_point
-from fer_tune.search.outcome import FAILED, outcome_of
+from fer_tune.search.direction import better
+from fer_tune.search.outcome import FAILED, ChanceRule, ended, outcome_of
 from fer_tune.search.sweep_file import SpaceFile
 
 PROGRESS_EVERY_S = 30.0  # in a log file; on a terminal every controller step
@@ -27,7 +30,8 @@ PREFIX = "[fer-tune]"
 class ConsoleReport(tune.Callback):
     """One line per finished trial and a live progress line (see the module docstring)."""
 
-    def __init__(self, space: SpaceFile, total_trials: int, error_root: str):
+    def __init__(self, space: SpaceFile, total_trials: int, error_root: str, rule: ChanceRule | None = None):
+        self.rule = rule  # why a trial stopped at chance (fer_tune.search.outcome)
         self.metric, self.mode, self.max_epochs = space.metric, space.mode, space.budget.max_epochs
         self.searched = [p.name for p in space.space if p.kind != "fixed"]
         self.total, self.error_root = total_trials, error_root
@@ -47,14 +51,13 @@ class ConsoleReport(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         value = (trial.last_result or {}).get(self.metric)
         if isinstance(value, float) and math.isfinite(value):
-            better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-            self.best = value if better else self.best
+            self.best = value if better(value, self.best, self.mode) else self.best
         shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
-        self._say(f"trial {trial.trial_id} {outcome_of(trial, self.max_epochs).describe()}: "
+        self._say(f"trial {trial.trial_id} {outcome_of(trial, self.max_epochs, rule=self.rule).describe()}: "
                   f"{self.metric} {shown}  ({self._params(trial)})")  # fmt: skip
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        outcome = outcome_of(trial, self.max_epochs, error=trial.get_error() or "unknown error")
+        outcome = outcome_of(trial, self.max_epochs, error=error_text(trial))
         assert outcome.status == FAILED
         where = f"{self.error_root}/{trial.trainable_name}_{trial.trial_id}/error.txt"
         self._say(f"trial {trial.trial_id} {outcome.describe()}  ({self._params(trial)}; {where})")
@@ -75,7 +78,7 @@ class ConsoleReport(tune.Callback):
             print(flush=True)  # leave the progress line on screen
 
     def progress(self, trials, elapsed: float) -> str:
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        done = sum(ended(t) for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
         pending = max(0, self.total - done - running)
         best = f"best {self.metric} {self.best:.4f}" if self.best is not None else f"no {self.metric} yet"
@@ -90,6 +93,17 @@ class ConsoleReport(tune.Callback):
     def _params(self, trial) -> str:
         point = trial_point(trial.config or {})
         return " ".join(f"{name}={_short(point[name])}" for name in self.searched if name in point)
+
+
+def error_text(trial) -> str:
+    """A failed trial's error, as its error.txt holds it. Tune writes that file on the driver
+    (trial.error_file) and copies it to storage later; trial.get_error() reads the storage copy,
+    which does not exist yet when on_trial_error runs."""
+    local = getattr(trial, "error_file", None)
+    if local and os.path.isfile(local):
+        with open(local, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    return trial.get_error() or "unknown error"
 
 
 def _short(value) -> str:

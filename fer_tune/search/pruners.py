@@ -11,17 +11,30 @@ file://), written through the same pyarrow filesystem Ray uses for it. A resumed
 the epochs after its last checkpoint, and Ray's own experiment snapshot may lag behind: so a
 decision already made for (trial, epoch) is replayed, and a trial once told to stop is stopped
 again whatever epoch it reports.
+
+Two rules against spending epochs on trials that learned nothing, both reading the sweep's
+`ChanceRule` (fer_tune.search.outcome: the validation split's majority-class rate):
+- `DeadTrialStop` (a Ray Tune stopper, so it holds under every pruner): a trial still at or
+  below chance after `dead_trials.grace` epochs stops.
+- `RungFloorASHA`: an ASHA rung holding fewer than `pruner.min_rung_results` results does not
+  promote blindly. Ray's ASHA continues the first trial to reach a rung whatever its score (an
+  empty rung has no cutoff, and one result is its own cutoff): in `make run`'s quick sweep
+  three trials at the majority-class rate ran all their epochs that way. Below that many
+  results a trial continues only if it is above chance; from then on ASHA's quantile decides.
+  Rungs seeded from an earlier sweep (`seed_rungs`, --warm-start) count as results.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from pathlib import Path
 
 from ray.tune import schedulers
+from ray.tune.stopper import Stopper
 
-from fer_tune.search.outcome import EPOCH
+from fer_tune.search.outcome import CHANCE_METRIC, EPOCH, ChanceRule, majority_rate
 from fer_tune.search.sweep_file import SpaceFile
 
 TIME_ATTR = EPOCH  # pruners count our epochs, not Ray's training_iteration
@@ -29,16 +42,30 @@ STATE_FILE = "pruner_state.pkl"
 SEARCH_PROPERTIES = ("_metric", "_mode", "_metric_op")
 
 
-def build_pruner(space: SpaceFile, state_dir: str | Path | None = None):
-    """Ray Tune's trial scheduler for the space's `pruner:`; ASHA persists its state in `state_dir`."""
+def build_pruner(
+    space: SpaceFile,
+    state_dir: str | Path | None = None,
+    rule: ChanceRule | None = None,
+    earlier: dict[str, dict[int, float]] | None = None,
+):
+    """Ray Tune's trial scheduler for the space's `pruner:`; ASHA persists its state in `state_dir`.
+
+    With a chance `rule`, ASHA's thin rungs do not promote trials at chance; `earlier` curves (a warm
+    start's, key -> {epoch: metric}) seed ASHA's rungs (see the module docstring).
+    """
     config = space.pruner
     max_t = space.budget.max_epochs
     if config.name == "asha":
         grace = min(config.grace_period, max_t)
         options = dict(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=config.reduction_factor)
+        least = math.ceil(config.reduction_factor) if config.min_rung_results is None else config.min_rung_results
+        floor = dict(rule=rule, min_rung_results=least)
         if state_dir is None:
-            return schedulers.ASHAScheduler(**options)
-        return PersistentASHA(state_path(state_dir), **options)
+            pruner = RungFloorASHA(**floor, **options)
+        else:
+            pruner = PersistentASHA(state_path(state_dir), **floor, **options)
+        pruner.seed_rungs(earlier or {}, space.mode)
+        return pruner
     if config.name == "hyperband":
         return schedulers.HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_t, reduction_factor=config.reduction_factor)
     if config.name == "median":
@@ -52,7 +79,73 @@ def state_path(state_dir: str | Path) -> str:
     return f"{state_dir.rstrip('/')}/{STATE_FILE}" if "://" in state_dir else str(Path(state_dir) / STATE_FILE)
 
 
-class PersistentASHA(schedulers.ASHAScheduler):
+def chance_rule(space: SpaceFile, validation_counts: list[int]) -> ChanceRule | None:
+    """The sweep's chance rule from its `dead_trials:` and the validation split's class counts; None when off."""
+    config = space.dead_trials
+    if not config.enabled:
+        return None
+    return ChanceRule(majority_rate(validation_counts), config.margin, config.grace)
+
+
+class DeadTrialStop(Stopper):
+    """Stops a trial still at or below chance after the rule's grace epochs (any pruner)."""
+
+    def __init__(self, rule: ChanceRule):
+        self.rule = rule
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.rule.dead(int(result.get(EPOCH, 0)), result.get(CHANCE_METRIC))
+
+    def stop_all(self) -> bool:
+        return False
+
+
+class RungFloorASHA(schedulers.ASHAScheduler):
+    """ASHA whose rungs with fewer than `min_rung_results` results continue only trials above chance."""
+
+    def __init__(self, rule: ChanceRule | None = None, min_rung_results: int = 0, **options):
+        super().__init__(**options)
+        self._rule, self._min_rung_results = rule, min_rung_results
+
+    def on_trial_result(self, tune_controller, trial, result):
+        thin = self._rule is not None and self._thin_rung(trial.trial_id, result)
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == self.CONTINUE and thin and self._rule.at_chance(result.get(CHANCE_METRIC)):
+            self._num_stopped += 1
+            return self.STOP
+        return decision
+
+    def seed_rungs(self, curves: dict[str, dict[int, float]], mode: str) -> int:
+        """Put earlier trials' results (key -> {epoch: metric}, `mode` max or min) into the rungs at
+        their milestones. Idempotent (the same keys overwrite themselves); returns how many went in.
+        """
+        seeded, op = 0, 1.0 if mode == "max" else -1.0
+        for bracket in self._brackets:
+            for milestone, recorded in bracket._rungs:
+                for key, curve in curves.items():
+                    value = curve.get(int(milestone))
+                    if value is not None and math.isfinite(value):
+                        recorded[f"earlier:{key}"] = op * value
+                        seeded += 1
+        return seeded
+
+    def _thin_rung(self, trial_id: str, result: dict) -> bool:
+        """Whether the rung ASHA judges this result at holds fewer than min_rung_results results.
+
+        Mirrors Ray's _Bracket.on_result: the highest rung at or below the epoch not yet holding the trial.
+        """
+        bracket = self._trial_info.get(trial_id)
+        epoch = result.get(self._time_attr)
+        if bracket is None or epoch is None or epoch >= self._max_t:
+            return False
+        for milestone, recorded in bracket._rungs:
+            if epoch < milestone or trial_id in recorded:
+                continue
+            return len(recorded) < self._min_rung_results
+        return False
+
+
+class PersistentASHA(RungFloorASHA):
     """ASHA that saves its rungs and decisions after each one, and restores them after Tuner.restore."""
 
     def __init__(self, state_file: str | Path, **options):

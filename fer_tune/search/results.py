@@ -2,7 +2,8 @@
 
 - trials.csv: one row per trial: every parameter of the space, final and best
   metric, the epoch of the best, epochs run, status (fer_tune.search.outcome:
-  completed, stopped early or failed), wall time and the error line of a failure.
+  completed, stopped early or failed), wall time, the error line of a failure, and the
+  model's cost (params, macs, latency_ms: fer_tune.core.cost).
 - curves.csv: every reported epoch of every trial (the long table the plots use).
 - leaderboard.md: the top trials.
 - curves.png (validation accuracy per epoch: ASHA's pruning shows as short
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ import pandas as pd
 
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.core.config import trial_point
+from fer_tune.core.cost import COST_METRICS
 from fer_tune.errors import FerTuneError
-from fer_tune.search.outcome import STOPPED, Outcome, planned_epochs, trial_outcome
+from fer_tune.search.direction import best_first, best_label
+from fer_tune.search.outcome import CHANCE_METRIC, STOPPED, ChanceRule, Outcome, planned_epochs, trial_outcome
+from fer_tune.search.pareto import FRONT_COLUMN, write_front
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.uris import redact
 
@@ -44,9 +48,12 @@ class TrialRecord:
     error: str | None = None
     wall_seconds: float = 0.0
     path: str | None = None  # Ray's trial folder
+    rule: ChanceRule | None = None  # the sweep's dead-trial rule: a trial stopped at chance says so
+    ended_at: float | None = None  # Unix time of its last report (orders the trials for the report's cost curve)
+    cost: dict[str, float] = field(default_factory=dict)  # params, macs, latency_ms (fer_tune.core.cost)
 
     @classmethod
-    def from_result(cls, result, space: SpaceFile) -> TrialRecord:
+    def from_result(cls, result, space: SpaceFile, rule: ChanceRule | None = None) -> TrialRecord:
         """From a ray.tune.Result."""
         point = trial_point(result.config or {})
         frame = result.metrics_dataframe
@@ -65,6 +72,9 @@ class TrialRecord:
             error=str(result.error) if result.error else None,
             wall_seconds=float(metrics.get("time_total_s") or 0.0),
             path=result.path,
+            rule=rule,
+            ended_at=metrics.get("timestamp"),
+            cost={k: metrics[k] for k in COST_METRICS if metrics.get(k) is not None},
         )
 
     @property
@@ -78,7 +88,7 @@ class TrialRecord:
         values = self.curve[self.metric].dropna()
         if values.empty:
             return None
-        return self.curve.loc[values.idxmax() if self.mode == "max" else values.idxmin()]
+        return self.curve.loc[best_label(values, self.mode)]
 
     @property
     def best_metric(self) -> float | None:
@@ -87,7 +97,8 @@ class TrialRecord:
 
     @property
     def outcome(self) -> Outcome:
-        return trial_outcome(self.epochs, self.planned_epochs, self.error)
+        last = self.curve[CHANCE_METRIC].iloc[-1] if len(self.curve) and CHANCE_METRIC in self.curve else None
+        return trial_outcome(self.epochs, self.planned_epochs, self.error, last, self.rule)
 
     def row(self) -> dict[str, Any]:
         best, outcome = self.best_row, self.outcome
@@ -101,13 +112,16 @@ class TrialRecord:
             "stopped_early": outcome.status == STOPPED,
             "status": outcome.status,
             "wall_seconds": round(self.wall_seconds, 2),
-            "error": outcome.reason,
+            "error": outcome.reason if outcome.status != STOPPED else None,
+            "stop_reason": outcome.reason if outcome.status == STOPPED else None,
+            "ended_at": self.ended_at,
+            **{k: self.cost.get(k) for k in COST_METRICS},
         }
 
 
 def trials_frame(records: list[TrialRecord], metric: str, mode: str) -> pd.DataFrame:
     frame = pd.DataFrame([r.row() for r in records])
-    return frame.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+    return frame.sort_values(f"best_{metric}", ascending=best_first(mode), na_position="last").reset_index(drop=True)
 
 
 def write_results(
@@ -116,6 +130,9 @@ def write_results(
     """Write every table and plot of a sweep into `out_dir`; returns the trials table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(records, space.metric, space.mode)
+    if space.multi_objective:  # pareto.csv, pareto.png and the front marked in trials.csv and the leaderboard
+        front = write_front(out_dir, records, space)
+        trials[FRONT_COLUMN] = trials["trial_id"].isin(set(front.loc[front[FRONT_COLUMN], "trial_id"]))
     trials.to_csv(out_dir / "trials.csv", index=False)
     curves = pd.concat(
         [r.curve.assign(trial_id=r.trial_id) for r in records if len(r.curve)] or [pd.DataFrame()],
@@ -141,7 +158,10 @@ def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int 
     """The top trials as a markdown table: rank, metric, epochs, status and every varying parameter."""
     best = f"best_{metric}"
     varying = [c for c in _param_columns(trials) if trials[c].nunique(dropna=True) > 1]
-    shown = trials.head(top)[["trial_id", best, "epochs_run", "status", *varying]].copy()
+    marks = [FRONT_COLUMN] if FRONT_COLUMN in trials else []  # a multi-objective sweep's front members
+    shown = trials.head(top)[["trial_id", best, "epochs_run", "status", *marks, *varying]].copy()
+    if marks:
+        shown[FRONT_COLUMN] = shown[FRONT_COLUMN].map(lambda on: "front" if on else "")
     shown.insert(0, "rank", range(1, len(shown) + 1))
     shown[best] = shown[best].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
     for column in varying:  # 4 significant digits; blank where a conditional parameter was inactive
@@ -152,7 +172,11 @@ def leaderboard_markdown(trials: pd.DataFrame, metric: str, mode: str, top: int 
 
 
 def _param_columns(trials: pd.DataFrame) -> list[str]:
-    fixed_columns = {"trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error"}
+    fixed_columns = {
+        "trial_id", "best_epoch", "epochs_run", "stopped_early", "status", "wall_seconds", "error", "ended_at",
+        "stop_reason",
+    }  # fmt: skip
+    fixed_columns |= {*COST_METRICS, FRONT_COLUMN}
     return [c for c in trials.columns if c not in fixed_columns and not c.startswith(("final_", "best_"))]
 
 

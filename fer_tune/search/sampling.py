@@ -63,6 +63,20 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
     return quantize(value, param.q) if param.q else value
 
 
+def distribution(param: Param) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution `suggest` draws `param` from (what an earlier trial is recorded against)."""
+    from optuna import distributions
+
+    low, high = param.values[0], param.values[-1]
+    if param.kind == "choice":
+        return distributions.CategoricalDistribution(list(param.values))
+    if param.kind == "randint":
+        return distributions.IntDistribution(low, high, step=int(param.q or 1))
+    if param.kind == "loguniform":
+        return distributions.FloatDistribution(low, high, log=True)
+    return distributions.FloatDistribution(low, high, step=param.q)
+
+
 def grid_points(space: SpaceFile) -> list[dict[str, Any]]:
     """The cartesian product of every active choice/grid axis and fixed value, in file order."""
     points: list[dict[str, Any]] = [{"epochs": space.budget.max_epochs}]

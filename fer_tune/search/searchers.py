@@ -1,27 +1,93 @@
 """Searchers: what proposes the next trial's configuration.
 
-optuna (TPE over the define-by-run space, the default), random (Optuna's random sampler over
-the same space) and grid (every combination, through Ray's BasicVariantGenerator).
+optuna (TPE over the define-by-run space, the default), nsga2 (Optuna's NSGA-II over the same
+space), random (Optuna's random sampler over it) and grid (every combination, through Ray's
+BasicVariantGenerator). With several objectives (`objectives:`) Optuna's study has one direction
+per objective and is told every objective of a trial when it ends: TPE is then Optuna's
+multi-objective TPE (MOTPE), and NSGA-II is the genetic algorithm made for fronts.
+
+With a warm start (fer_tune.search.warm_start) the Optuna searchers begin with the earlier
+trials as observations in their study, not trained again: completed ones as complete, stopped
+ones as pruned with their curves; the best K are proposed again first.
 """
 
 from __future__ import annotations
 
-from fer_tune.search.sampling import define_by_run
+from typing import TYPE_CHECKING
+
+from ray.tune.search.optuna import OptunaSearch
+
+from fer_tune.search.sampling import define_by_run, distribution
 from fer_tune.search.sweep_file import SpaceFile
 
+if TYPE_CHECKING:
+    from fer_tune.search.warm_start import WarmStart
 
-def build_searcher(space: SpaceFile):
+EARLIER_ATTR = "fer_tune.earlier"  # on a seeded Optuna trial: the earlier sweep/trial it came from
+
+
+def build_searcher(space: SpaceFile, warm: WarmStart | None = None):
     algorithm = space.search.algorithm
     if algorithm == "grid":
         from ray.tune.search import BasicVariantGenerator
 
         return BasicVariantGenerator(max_concurrent=space.budget.max_concurrent or 0)
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    sampler = (
-        optuna.samplers.TPESampler(seed=space.search.seed)
-        if algorithm == "optuna"
-        else optuna.samplers.RandomSampler(seed=space.search.seed)
-    )
-    return OptunaSearch(space=define_by_run(space), metric=space.metric, mode=space.mode, sampler=sampler)
+    samplers = {"optuna": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
+    sampler = samplers.get(algorithm, optuna.samplers.RandomSampler)(seed=space.search.seed)
+    if space.multi_objective:  # Ray's OptunaSearch takes lists: one study direction per objective
+        metric, mode = [o.metric for o in space.objectives], [o.mode for o in space.objectives]
+        return OptunaSearch(space=define_by_run(space), metric=metric, mode=mode, sampler=sampler)
+    options = dict(space=define_by_run(space), metric=space.metric, mode=space.mode, sampler=sampler)
+    if warm is None or not warm.seeds:
+        return OptunaSearch(**options)
+    first = [dict(seed.params) for seed in warm.best(space.mode)]  # proposed again before any new point
+    return WarmOptunaSearch(observations(space, warm), points_to_evaluate=first, **options)
+
+
+class WarmOptunaSearch(OptunaSearch):
+    """OptunaSearch whose study starts with the earlier trials: added once, when the study is made.
+    A restored searcher (--resume) keeps them in its pickled study and is not seeded again."""
+
+    def __init__(self, seeded: list, **options):
+        self._seeded = seeded  # read by _setup_study, which OptunaSearch.__init__ calls
+        super().__init__(**options)
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        for trial in self._seeded:
+            self._ot_study.add_trial(trial)
+        self._seeded = []
+
+
+def observations(space: SpaceFile, warm: WarmStart) -> list:
+    """The earlier trials as Optuna FrozenTrials against the current space's distributions."""
+    import optuna
+    from optuna.trial import TrialState
+
+    params = {p.name: p for p in space.space}
+    trials = []
+    for seed in warm.seeds:
+        distributions = {name: distribution(params[name]) for name in seed.params}
+        values = {name: _on_grid(value, distributions[name]) for name, value in seed.params.items()}
+        curve = {int(epoch): float(value) for epoch, value in sorted(seed.curve.items())}
+        trials.append(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE if seed.completed else TrialState.PRUNED,
+                value=seed.score if seed.completed else None,
+                params=values,
+                distributions=distributions,
+                intermediate_values=curve,
+                user_attrs={EARLIER_ATTR: seed.key},
+            )
+        )
+    return trials
+
+
+def _on_grid(value, dist):
+    """A float moved onto the distribution's step where the space's q changed since."""
+    step = getattr(dist, "step", None)
+    if step and isinstance(value, float):
+        return min(max(dist.low + round((value - dist.low) / step) * step, dist.low), dist.high)
+    return value

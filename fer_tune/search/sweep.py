@@ -32,17 +32,25 @@ from ray import tune
 
 from fer_tune.core.checkpoint import load_checkpoint
 from fer_tune.core.config import GRID_KEY
-from fer_tune.core.models import capabilities, check_pretrained_available
+from fer_tune.core.models import capabilities, fetch_pretrained
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.console import ConsoleReport
-from fer_tune.search.pruners import TIME_ATTR, build_pruner
+from fer_tune.search.direction import best_of
+from fer_tune.search.mo_pruner import build_scheduler
+from fer_tune.search.outcome import ChanceRule, interrupted
+from fer_tune.search.pareto import pick_champion
+from fer_tune.search.pruners import TIME_ATTR, DeadTrialStop, build_pruner, chance_rule
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, write_results
 from fer_tune.search.sampling import grid_points
 from fer_tune.search.searchers import build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
+from fer_tune.search.warm_start import WarmStart
+from fer_tune.uris import redact
 from trainables import TRAINABLES
+
+WARM_FILE = "warm_start.json"  # results/<name>/: what a warm-started sweep was seeded from
 
 __all__ = ["TIME_ATTR", "Sweep", "build_pruner", "build_searcher", "run_sweep"]
 
@@ -63,7 +71,11 @@ class Sweep:
         """The training state in the best trial's best checkpoint (by the space's metric)."""
         if self.best is None:
             raise FerTuneError(f"sweep {self.name}: no trial produced a score, so there is no best checkpoint")
-        result = next(r for r in self.result_grid if r.path == self.best.path)
+        return self.state_of(self.best)
+
+    def state_of(self, record: TrialRecord) -> dict:
+        """The training state in a trial's best checkpoint (by the space's metric)."""
+        result = next(r for r in self.result_grid if r.path == record.path)
         checkpoint = result.get_best_checkpoint(self.space.metric, self.space.mode) or result.checkpoint
         with checkpoint.as_directory() as folder:
             return load_checkpoint(folder)
@@ -80,11 +92,13 @@ def run_sweep(
     callbacks: Sequence[tune.Callback] = (),
     verbose: int = 0,
     data_source: str | None = None,
+    warm: WarmStart | None = None,
 ) -> Sweep:
     """Run (or with `resume=True` continue) one sweep and write its results folder.
 
     `data_source` is recorded in sweep.json (where `data` came from, if not the space's own source),
-    so that `results sync` can rebuild the sweep; `verbose` > 0 adds Ray's trial tables.
+    so that `results sync` can rebuild the sweep; `verbose` > 0 adds Ray's trial tables. `warm`: earlier
+    trials mapped into this space (fer_tune.search.warm_start) seed a new sweep's searcher and pruner.
     """
     started = time.perf_counter()
     storage = storage_path(storage)
@@ -94,6 +108,10 @@ def run_sweep(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     prepare_cluster(space, address)
     unavailable = missing_weights(space)
+    rule = sweep_chance_rule(space, data)
+    if warm is not None and not resume:  # kept beside the results: a resumed run writes sweep.json again
+        (RESULTS_DIR / name).mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / name / WARM_FILE).write_text(json.dumps(warm.record(space.mode), indent=2))
     trainable = tune.with_resources(
         # one put into the object store; trials needing missing weights fail at once with the driver's reason
         tune.with_parameters(TRAINABLES.get(space.trainable), data=data, unavailable=unavailable),
@@ -108,20 +126,25 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(space),
-            tune_config=_tune_config(space, f"{storage}/{name}"),
-            run_config=_run_config(space, name, storage, [_console(space, storage, name), *callbacks], verbose),
+            tune_config=_tune_config(space, f"{storage}/{name}", rule, warm),
+            run_config=_run_config(
+                space, name, storage, [_console(space, storage, name, rule), *callbacks], verbose, rule
+            ),
         )
     result_grid = tuner.fit()
     if _interrupted(result_grid, space):
         raise FerTuneError(
             f"sweep {name} interrupted; continue it with: fer-tune run {space.path} --resume --name {name}"
         )
-    run = {"storage": storage, "data_source": data_source}
+    run = {"storage": storage, "data_source": data_source, "data_fingerprint": data.fingerprint()}
+    if (RESULTS_DIR / name / WARM_FILE).is_file():
+        run["warm_start"] = json.loads((RESULTS_DIR / name / WARM_FILE).read_text())
     return _sweep(name, space, data, result_grid, time.perf_counter() - started, run)
 
 
 def _sweep(name: str, space: SpaceFile, data: FerDataset, result_grid, seconds: float, run: dict) -> Sweep:
-    records = [TrialRecord.from_result(result, space) for result in result_grid]
+    rule = sweep_chance_rule(space, data)
+    records = [TrialRecord.from_result(result, space, rule) for result in result_grid]
     out_dir = RESULTS_DIR / name
     trials = write_results(out_dir, records, space, data.summary(), run)
     return Sweep(name, space, data, trials, records, _best(records, space), out_dir, seconds, result_grid)
@@ -160,7 +183,7 @@ def check_resumable(name: str, storage: str) -> str:
     """The experiment folder of an interrupted sweep `name`, or a one-line error."""
     path = f"{storage}/{name}"
     if not tune.Tuner.can_restore(path):
-        raise FerTuneError(f"--resume: no interrupted sweep at {path}; start one without --resume")
+        raise FerTuneError(f"--resume: no interrupted sweep at {redact(path)}; start one without --resume")
     return path
 
 
@@ -184,7 +207,8 @@ def prepare_cluster(space: SpaceFile, address: str | None) -> None:
 def missing_weights(space: SpaceFile) -> dict[str, str]:
     """The candidate models whose ImageNet weights a trial may ask for but the local cache lacks.
 
-    Checked once here, on the driver (a stat per model): trials that would need them fail at once
+    Checked once here, on the driver (a stat per model, and one download of a missing file where the
+    network allows, into the cache the trials read): trials that would need them fail at once
     with this reason, instead of each failing in the middle of building its model. Where no trial
     could run at all, the sweep is refused before it starts.
     """
@@ -197,7 +221,7 @@ def missing_weights(space: SpaceFile) -> dict[str, str]:
     for name in names:
         if capabilities(name).pretrained:
             try:
-                check_pretrained_available(name)
+                fetch_pretrained(name)
             except FerTuneError as err:
                 missing[name] = str(err)
     if missing and pretrained.kind == "fixed" and set(names) <= set(missing):
@@ -212,25 +236,37 @@ def total_trials(space: SpaceFile) -> int:
     return per_sample * space.budget.num_samples
 
 
-def _console(space: SpaceFile, storage: str, name: str) -> ConsoleReport:
-    return ConsoleReport(space, total_trials(space), error_root=f"{storage}/{name}")
+def sweep_chance_rule(space: SpaceFile, data: FerDataset) -> ChanceRule | None:
+    """The dead-trial rule of this sweep: the space's `dead_trials:` on the validation split's majority class."""
+    return chance_rule(space, data.validation.class_counts(data.num_classes))
 
 
-def _tune_config(space: SpaceFile, experiment: str) -> tune.TuneConfig:
+def _console(space: SpaceFile, storage: str, name: str, rule: ChanceRule | None = None) -> ConsoleReport:
+    return ConsoleReport(space, total_trials(space), error_root=redact(f"{storage}/{name}"), rule=rule)
+
+
+def _tune_config(
+    space: SpaceFile, experiment: str, rule: ChanceRule | None = None, warm: WarmStart | None = None
+) -> tune.TuneConfig:
+    earlier = warm.curves() if warm is not None else None
     return tune.TuneConfig(
         metric=space.metric,
         mode=space.mode,
-        search_alg=build_searcher(space),
-        scheduler=build_pruner(space, state_dir=experiment),
+        search_alg=build_searcher(space, warm),
+        scheduler=build_scheduler(space, state_dir=experiment, rule=rule, earlier=earlier),
         num_samples=space.budget.num_samples,
-        max_concurrent_trials=space.budget.max_concurrent,
+        # grid's BasicVariantGenerator limits concurrency itself; Ray warns that a second limit is ignored
+        max_concurrent_trials=None if space.search.algorithm == "grid" else space.budget.max_concurrent,
         trial_dirname_creator=trial_dirname,
     )
 
 
-def _run_config(space: SpaceFile, name: str, storage: str, callbacks: list, verbose: int) -> tune.RunConfig:
+def _run_config(
+    space: SpaceFile, name: str, storage: str, callbacks: list, verbose: int, rule: ChanceRule | None = None
+) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
+        stop=DeadTrialStop(rule) if rule is not None else None,  # a dead trial stops under any pruner
         storage_path=storage,
         callbacks=callbacks,
         verbose=verbose,
@@ -280,14 +316,13 @@ def _interrupted(result_grid, space: SpaceFile) -> bool:
     state it saved on the interrupt (the one --resume reads) still holds them as RUNNING or PENDING,
     and samples the searcher had not proposed yet are missing altogether.
     """
-    saved = tune.ExperimentAnalysis(result_grid.experiment_path).trials
-    unfinished = [t for t in saved if t.status not in ("TERMINATED", "ERROR")]
-    return bool(unfinished) or len(saved) < total_trials(space)
+    return interrupted(tune.ExperimentAnalysis(result_grid.experiment_path).trials, total_trials(space))
 
 
 def _best(records: list[TrialRecord], space: SpaceFile) -> TrialRecord | None:
+    if space.multi_objective or space.champion is not None:  # the front member the `champion:` rule picks
+        return pick_champion(records, space)
     scored = [r for r in records if r.best_metric is not None]
     if not scored:
         return None
-    pick = max if space.mode == "max" else min
-    return pick(scored, key=lambda r: r.best_metric)
+    return best_of(scored, key=lambda r: r.best_metric, mode=space.mode)

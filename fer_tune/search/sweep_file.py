@@ -19,9 +19,18 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
 from fer_tune.data import ExtraSource, FerDataset, load_dataset
+from fer_tune.data.synthetic import MAX_SEED, check_size
 from fer_tune.errors import FerTuneError
+from fer_tune.names import check_name, check_space_name
+from fer_tune.numbers import whole_number
+from fer_tune.search.objectives import VALIDATION_METRICS, ChampionRule, Objective, check_objectives
 from fer_tune.search.syntax import Param, parse_space
 from trainables import TRAINABLES
+
+# Bounds no real sweep reaches; beyond them a typo (1e30) would run forever or overflow.
+MAX_SAMPLES = 100_000  # trials of one sweep
+MAX_EPOCHS = 10_000  # epochs of one trial
+MAX_CPUS, MAX_GPUS = 1024, 64  # asked for by one trial
 
 
 class ExtraSourceConfig(Strict):
@@ -36,9 +45,19 @@ class ExtraSourceConfig(Strict):
 class DataConfig(Strict):
     source: str = "synthetic"  # "synthetic", a FER2013 CSV, or an image folder: the primary (validation, test)
     n: int = Field(30000, ge=70)  # synthetic only: number of images
-    seed: int = 0  # synthetic only: generator seed; also the validation carve seed
-    val_fraction: float = Field(0.1, gt=0, lt=1)  # carved from train where a source has no validation split
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # synthetic only: generator seed; also the validation carve seed
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, allow_inf_nan=False
+    )  # carved from train where a source has no validation split
     extra: tuple[ExtraSourceConfig, ...] = ()  # more sources merged into train only (Pham 2020)
+
+    @field_validator("n")
+    @classmethod
+    def _fits_in_memory(cls, value: int) -> int:
+        try:
+            return check_size(value, "n")
+        except FerTuneError as err:
+            raise ValueError(str(err).split(": ", 1)[1]) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -62,7 +81,7 @@ class DataConfig(Strict):
 
 
 class SearchConfig(Strict):
-    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    algorithm: Literal["optuna", "nsga2", "random", "grid"] = "optuna"  # optuna: TPE; nsga2: Optuna's NSGA-II
     seed: int | None = 0
 
 
@@ -70,26 +89,72 @@ class PrunerConfig(Strict):
     """Ray Tune's trial scheduler: which trials to stop early (the LR schedule is `space.scheduler`)."""
 
     name: Literal["asha", "hyperband", "median", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)  # epochs every trial gets before it can be stopped
-    reduction_factor: float = Field(3, gt=1)
+    grace_period: int = Field(1, ge=1, le=MAX_EPOCHS)  # epochs every trial gets before it can be stopped
+    reduction_factor: float = Field(3, gt=1, le=1000, allow_inf_nan=False)
+    # asha: a rung holding fewer results than this continues a trial only if it is above chance
+    # (dead_trials' floor), not blindly; None: the reduction factor rounded up; 0: plain ASHA
+    min_rung_results: int | None = Field(None, ge=0)
+
+
+class DeadTrialsConfig(Strict):
+    """Stop a trial whose validation accuracy is still at or below the majority-class rate."""
+
+    enabled: bool = True
+    grace: int = Field(2, ge=1)  # epochs every trial gets before the rule may stop it
+    margin: float = Field(0.0, ge=0, lt=1)  # above the rate a trial must be to count as learning
+
+
+class WarmStartConfig(Strict):
+    """How `--warm-start` seeds a sweep with earlier trials (fer_tune.search.warm_start)."""
+
+    top_k: int = Field(3, ge=0)  # the earlier best K configurations are proposed first
 
 
 class BudgetConfig(Strict):
-    num_samples: int = Field(10, ge=1)  # trials (per grid point, for grid axes)
-    max_epochs: int = Field(10, ge=1)
-    max_concurrent: int | None = Field(None, ge=1)  # None: as many as resources allow
-    max_failures: int = Field(0, ge=0)  # retries of a failed trial from its last checkpoint; 0: none
+    @field_validator("num_samples", "max_epochs", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any, info) -> Any:
+        # pydantic's own words for 1e30 are "unable to parse input string"; say what is allowed
+        most = MAX_SAMPLES if info.field_name == "num_samples" else MAX_EPOCHS
+        if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > most:
+            raise ValueError(f"{value:g}: too large; expected an integer from 1 to {most}")
+        return value
+
+    num_samples: int = Field(10, ge=1, le=MAX_SAMPLES)  # trials (per grid point, for grid axes)
+    max_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_SAMPLES)  # None: as many as resources allow
+    max_failures: int = Field(0, ge=0, le=1000)  # retries of a failed trial from its last checkpoint; 0: none
 
 
 class ResourcesConfig(Strict):
-    cpu: float = Field(1, gt=0)  # per trial
-    gpu: float = Field(0, ge=0)  # per trial; fractions pack several trials on one GPU
+    cpu: float = Field(1, gt=0, le=MAX_CPUS, allow_inf_nan=False)  # per trial
+    gpu: float = Field(0, ge=0, le=MAX_GPUS, allow_inf_nan=False)  # per trial; fractions pack several trials on one GPU
+
+
+def _named(value: Any, check) -> str:
+    """A name checked by fer_tune.names, its FerTuneError as pydantic's ValueError (the key is added there)."""
+    try:
+        return check(value, "name")
+    except FerTuneError as err:
+        raise ValueError(str(err).removeprefix("name: ")) from None
 
 
 class MlflowConfig(Strict):
     tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite:///results/mlflow.db
     experiment: str | None = None  # default: the space's name
     register_as: str = "fer-emotion"
+
+    @field_validator("experiment", "register_as")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        return None if value is None else _named(value, check_name)
+
+
+class SelectConfig(Strict):
+    """Re-train the top configurations with fresh seeds after the search; the champion is the best mean."""
+
+    top_k: int = Field(0, ge=0)  # configurations re-trained; 0: off (the best single trial is the champion)
+    seeds: int = Field(3, ge=1)  # fresh seeds per configuration
 
 
 class SpaceFile(Strict):
@@ -100,13 +165,46 @@ class SpaceFile(Strict):
     trainable: str = "fer_cnn"
     metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_accuracy"
     mode: Literal["max", "min"] = "max"
+    objectives: tuple[Objective, ...] = ()  # several objectives (search/objectives.py); replaces metric/mode
+    champion: ChampionRule | None = None  # how the champion is picked from the front; None: best by metric
     search: SearchConfig = SearchConfig()
     pruner: PrunerConfig = PrunerConfig()
+    dead_trials: DeadTrialsConfig = DeadTrialsConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    select: SelectConfig = SelectConfig()
+    # Registry promotion: "better" (a strictly higher test accuracy takes @champion) or "significant"
+    # (also McNemar's exact test on the same test images, p < 0.05: fer_tune.tracking.paired).
+    promote: Literal["better", "significant"] = "better"
     space: tuple[Param, ...] = ()
     path: str = "<memory>"  # where it was loaded from, for error messages
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, value: Any) -> str:
+        return _named(value, check_space_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_objective(cls, raw: Any) -> Any:
+        # The first validation metric among `objectives` is the sweep's `metric`: its best epoch is the
+        # checkpoint kept, scored and registered, as with a single objective. load_space checks the rest.
+        objectives = raw.get("objectives") if isinstance(raw, dict) else None
+        if not isinstance(objectives, list | tuple) or not all(isinstance(o, dict) for o in objectives):
+            return raw
+        listed = [o for o in objectives if o.get("metric") in VALIDATION_METRICS and o.get("mode") in ("max", "min")]
+        return {**raw, "metric": listed[0]["metric"], "mode": listed[0]["mode"]} if listed else raw
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        """Every objective; a single-objective file's is its metric and mode."""
+        return self.objectives or (Objective(metric=self.metric, mode=self.mode),)
 
     @field_validator("trainable")
     @classmethod
@@ -141,8 +239,9 @@ def with_budget(space: SpaceFile, num_samples: int | None = None, max_epochs: in
     """The space with command-line budget overrides applied (None keeps the file's value)."""
     updates = {k: v for k, v in (("num_samples", num_samples), ("max_epochs", max_epochs)) if v is not None}
     for key, value in updates.items():
-        if value < 1:
-            raise FerTuneError(f"--{key.replace('_', '-')} {value}: expected a positive integer")
+        whole_number(
+            value, f"--{key.replace('_', '-')}", low=1, high=MAX_SAMPLES if key == "num_samples" else MAX_EPOCHS
+        )
     if not updates:
         return space
     space = space.model_copy(update={"budget": space.budget.model_copy(update=updates)})
@@ -220,12 +319,20 @@ def load_space(path: str | Path) -> SpaceFile:
     for old, hint in RENAMED_KEYS.items():
         if old in raw:
             raise FerTuneError(f"{path}: {old}: renamed; {hint}")
-    raw.setdefault("name", path.stem)
+    if "name" not in raw:
+        check_space_name(path.stem, f"{path}: name (none given, so the file's name)")
+        raw["name"] = path.stem
+    for key in ("metric", "mode"):
+        if raw.get("objectives") and key in raw:
+            raise FerTuneError(f"{path}: {key}: {raw[key]}: objectives: replaces metric and mode; remove {key}:")
     space = parse_space(raw.pop("space", None) or {}, where=str(path))
     try:
         spec = SpaceFile(**raw, space=space, path=str(path))
     except ValidationError as err:
         raise FerTuneError(f"{path}: {format_validation_error(err, SpaceFile)}") from None
+    problem = check_objectives(spec.objectives, spec.champion, spec.metric)
+    if problem:
+        raise FerTuneError(f"{path}: {problem}")
     check_epochs(spec, where=str(path))
     spec.default_point()  # the default point must itself be a valid configuration
     return spec

@@ -11,7 +11,6 @@ Without a face box the largest centred square is used, so the face keeps its pro
 
 from __future__ import annotations
 
-import functools
 import io
 import threading
 import warnings
@@ -20,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from fer_tune.constants import IMAGE_SIZE
+from fer_tune.data.haar import face_cascade
 from fer_tune.errors import FerTuneError
 
-HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python(-headless) 4.x
 MAX_PIXELS = 40_000_000  # decoded size limit: a 12-50 MP phone photo is 36-200 MB as RGB; 40 MP admits the first
 DETECT_SIDE = 1024  # faces are searched on a copy this long at most: the cascade's time grows with the pixels
 MIN_FACE = IMAGE_SIZE  # the smallest face `find_faces` looks for: a smaller one has fewer pixels than the model reads
@@ -133,7 +132,7 @@ def find_faces(gray: np.ndarray, max_side: int = DETECT_SIDE) -> list[Box]:
 
 def _detect(gray: np.ndarray) -> list[Box]:
     window = (CASCADE_WINDOW, CASCADE_WINDOW)
-    faces = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=window)
+    faces = face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=window)
     return sorted((tuple(int(v) for v in face) for face in faces), key=lambda f: f[2] * f[3], reverse=True)
 
 
@@ -142,10 +141,3 @@ def _clip(box: Box, shape: tuple[int, ...]) -> Box:
     x, y, w, h = box
     x, y = min(x, shape[1] - 1), min(y, shape[0] - 1)
     return x, y, min(w, shape[1] - x), min(h, shape[0] - y)
-
-
-@functools.cache
-def _cascade():
-    import cv2
-
-    return cv2.CascadeClassifier(cv2.data.haarcascades + HAAR_CASCADE)

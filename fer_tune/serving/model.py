@@ -76,6 +76,22 @@ def fetch_model(uri: str, tracking_uri: str | None, dst: str | Path) -> str:
     return download_model(uri, tracking_uri or resolve_tracking_uri(), dst)
 
 
+SYNTHETIC_SOURCE = "synthetic"  # fer_tune.data.synthetic names its datasets "synthetic(n=..., seed=...)"
+
+
+def trained_on(source: str | None) -> str:
+    """What a model was trained on, in words a user reads beside its predictions (the page, `models list`).
+
+    A model of drawn faces says so plainly: it reads real photographs badly (the smiling astronaut
+    as neutral), and nothing else on the page would tell.
+    """
+    if not source:
+        return "trained on unrecorded data"
+    if source.startswith(SYNTHETIC_SOURCE):
+        return "trained on synthetic faces — not for real photographs"
+    return f"trained on {Path(source).name or source}"
+
+
 @dataclass
 class RegistryEntry:
     """Where a model sits in the registry: name, version and aliases (None and [] where it is not registered)."""

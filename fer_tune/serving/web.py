@@ -10,12 +10,13 @@
     curl http://127.0.0.1:8000/api/model                         # name, version, aliases, test accuracy, ...
 
 Routes: `/` the page (static/: plain HTML, CSS and JS, nothing from a CDN), `POST /api/predict`,
-`GET /api/model`, and FastAPI's OpenAPI docs at /docs (its Swagger UI loads from a CDN; the
-schema itself is /openapi.json). Every face is boxed and classified; where none is found the
-largest centred square of the picture is. Every error is JSON {"error": "<one line>"}: 400 an
-empty or unreadable upload, 413 a file over the byte limit or an image over the pixel limit
-(decompression bombs), 415 a request that is not multipart/form-data or a part that is not an
-image, 422 no `file` field.
+`GET /api/model`, and the OpenAPI schema at /openapi.json. There is no /docs: FastAPI's Swagger UI
+and ReDoc pages load their scripts from a CDN (blank offline, and a request off the machine), no
+installed package ships them, and the schema is what a client needs. Every face is boxed and
+classified; where none is found the largest centred square of the picture is. Every error is JSON
+{"error": "<one line>"}: 400 an empty or unreadable upload, 413 a file over the byte limit or an
+image over the pixel limit (decompression bombs), 415 a request that is not multipart/form-data or a
+part that is not an image, 422 no `file` field.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fer_tune.errors import FerTuneError
 from fer_tune.serving.images import MAX_PIXELS, ImageTooLargeError, centre_square, crop_face, decode_image, find_faces
-from fer_tune.serving.model import LoadedModel, RegistryEntry, load_registered
+from fer_tune.serving.model import LoadedModel, RegistryEntry, load_registered, trained_on
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 10 * 2**20  # 10 MB: a phone photo is 2-8 MB as JPEG
@@ -89,6 +90,7 @@ class ModelInfo(BaseModel):
     trial_id: str | None
     checkpoint_epoch: int | None
     data_source: str | None
+    trained_on: str = Field(description="what the model was trained on, in words: the page shows it beside predictions")
     tta: str | None  # the test-time augmentation the model averages over: none, flip or tencrop
 
 
@@ -109,6 +111,8 @@ def create_app(
     model, entry = load_registered(model_uri, tracking_uri)
     info = model_info(model_uri, entry, model)
     app = FastAPI(
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: blank offline; /openapi.json is the schema
+        redoc_url=None,
         title="fer-tune",
         summary=f"Facial-emotion recognition with {info.name or model_uri}",
         version=info.version or "unregistered",
@@ -169,6 +173,7 @@ def model_info(uri: str, entry: RegistryEntry, model: LoadedModel) -> ModelInfo:
         trial_id=meta.get("trial_id"),
         checkpoint_epoch=meta.get("checkpoint_epoch"),
         data_source=data.get("source"),
+        trained_on=trained_on(data.get("source")),
         tta=meta.get("tta"),
     )
 

@@ -16,13 +16,15 @@ from pathlib import Path
 from ray import tune
 
 from fer_tune.core.config import make_train_config, trial_point
+from fer_tune.core.cost import COST_METRICS
 from fer_tune.errors import FerTuneError
-from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, outcome_of
+from fer_tune.search.outcome import EPOCH, FAILED, STOPPED, ChanceRule, ended, interrupted, outcome_of
 from fer_tune.search.results import CURVE_COLUMNS
 from fer_tune.tracking.runs import INTERRUPTED_TAG
 from fer_tune.tracking.writer import TrackingWriter
 
-METRICS = [c for c in CURVE_COLUMNS if c != "epoch"]  # logged per epoch, step = epoch
+# logged per epoch, step = epoch; the cost metrics are constant over a trial's epochs
+METRICS = [c for c in CURVE_COLUMNS if c != "epoch"] + list(COST_METRICS)
 
 
 class MlflowCallback(tune.Callback):
@@ -32,8 +34,9 @@ class MlflowCallback(tune.Callback):
     the store is unreachable, keeps it on disk and writes it later: an outage never stops a sweep.
     """
 
-    def __init__(self, writer: TrackingWriter, max_epochs: int):
+    def __init__(self, writer: TrackingWriter, max_epochs: int, rule: ChanceRule | None = None):
         self.writer, self.max_epochs = writer, max_epochs
+        self.rule = rule  # a trial stopped at chance gets tag fer_tune.stop_reason
         self.total_samples: int | None = None
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
@@ -50,8 +53,10 @@ class MlflowCallback(tune.Callback):
         self.writer.write({"kind": "metrics", **self._trial(trial), "step": step, "time": now, "values": values})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        outcome = outcome_of(trial, self.max_epochs)
+        outcome = outcome_of(trial, self.max_epochs, rule=self.rule)
         tags = {"fer_tune.stopped_at_epoch": outcome.epochs} if outcome.status == STOPPED else {}
+        if outcome.status == STOPPED and outcome.reason:
+            tags["fer_tune.stop_reason"] = outcome.reason
         self.writer.write({"kind": "trial_end", **self._trial(trial), "status": outcome.mlflow_status, "tags": tags})
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -73,12 +78,12 @@ class MlflowCallback(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         """Mark runs cut off by Ctrl+C as KILLED and interrupted; --resume reopens them."""
-        cut_off = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        interrupted = {INTERRUPTED_TAG: "true"}
-        for trial in cut_off:
-            self.writer.write({"kind": "trial_end", **self._trial(trial), "status": "KILLED", "tags": interrupted})
-        if cut_off or len(trials) < (self.total_samples or 0):
-            self.writer.write({"kind": "sweep_end", "status": "KILLED", "tags": interrupted})
+        tags = {INTERRUPTED_TAG: "true"}
+        for trial in trials:
+            if not ended(trial):
+                self.writer.write({"kind": "trial_end", **self._trial(trial), "status": "KILLED", "tags": tags})
+        if interrupted(trials, self.total_samples or 0):
+            self.writer.write({"kind": "sweep_end", "status": "KILLED", "tags": tags})
         else:
             self.writer.write({"kind": "sweep_end", "status": "FINISHED"})
 

@@ -12,7 +12,8 @@ matrix, most confident mistakes, the best trial's learning curves), the model ca
 MLflow PyTorch model (pt2, with the TorchScript file among its extra files). The model is
 registered under the space's `mlflow.register_as`; it takes the alias `champion` only when
 its accuracy beats the current champion's on the same data (the current champion is
-re-scored on this data when its data fingerprint differs), else the alias `challenger`.
+re-scored on this data when its data fingerprint differs), else the alias `challenger`;
+tracking/promotion.py makes that compare-and-set atomic across concurrent sweeps.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from fer_tune.core.metrics import evaluate
 from fer_tune.data.dataset import Split
 from fer_tune.search.sweep import Sweep
 from fer_tune.tracking.card import CARD_FILE, INPUT, TORCHSCRIPT_FILE, model_card
+from fer_tune.tracking.paired import paired_review
+from fer_tune.tracking.promotion import CHALLENGER, CHAMPION, promote
 from fer_tune.tracking.report import plot_confusion, plot_learning_curves, plot_mistakes
 from fer_tune.tracking.runs import SweepRuns
 from fer_tune.tracking.store import download_model, fluent_tracking
-
-CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 @dataclass
@@ -86,7 +87,6 @@ def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
 
     run_id = runs.child("champion", "champion", params=lambda: {"trial_id": sweep.best.trial_id, **config.model_dump()})
     log_evaluation(runs, run_id, sweep, scores, split, meta)
-    rival = current_champion(runs, name, data, split_name, split)  # before ours joins the registry
     version = log_model(runs, run_id, predictor, split, meta, name)
     tags = {
         "test_accuracy": f"{scores['accuracy']:.6f}",
@@ -98,12 +98,23 @@ def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
         "trial_id": sweep.best.trial_id,
         "classes": ",".join(data.classes),
     }
-    # Only a strictly better score takes the alias: a tie keeps the current champion.
-    alias = CHAMPION if rival is None or scores["accuracy"] > rival[1] else CHALLENGER
-    tags["promotion"] = _comparison(alias, scores["accuracy"], rival)
-    for key, value in tags.items():
+    for key, value in tags.items():  # before the alias: a concurrent promoter reads them off the champion
         runs.client.set_model_version_tag(name, version, key, value)
-    runs.client.set_registered_model_alias(name, alias, version)
+    # Compare and set under the registry's promotion lock (tracking/promotion.py): a strictly better
+    # score takes the alias, a tie keeps it with the version registered first.
+    champion = lambda: current_champion(runs, name, data, split_name, split)
+    ours = scores["probabilities"].argmax(1).numpy()
+
+    def review(rival: tuple[str, float]) -> bool:
+        """McNemar on the same images (recorded in `tags`); with `promote: significant` a win needs it."""
+        significant = paired_review(runs, sweep, name, rival[0], ours, split, tags)
+        return significant or sweep.space.promote != "significant"
+
+    alias, rival = promote(runs.client, name, version, scores["accuracy"], champion, review)
+    for key in ("paired_test", "promote_rule"):
+        if key in tags:
+            runs.client.set_model_version_tag(name, version, key, tags[key])
+    runs.client.set_model_version_tag(name, version, "promotion", _comparison(alias, scores["accuracy"], rival))
     return Registration(name, version, alias, scores["accuracy"], split_name, run_id, rival)
 
 
@@ -111,7 +122,8 @@ def _comparison(alias: str, accuracy: float, rival: tuple[str, float] | None) ->
     """The promotion decision as recorded on the new version (full precision, read from the metrics)."""
     if rival is None:
         return f"{alias}: first version with an accuracy on this data ({accuracy!r})"
-    relation = ">" if accuracy > rival[1] else "<=" if accuracy < rival[1] else "== (a tie keeps the champion)"
+    tie = "== (a tie keeps the champion)" if alias == CHALLENGER else "== (a tie: the version registered first wins)"
+    relation = ">" if accuracy > rival[1] else "<=" if accuracy < rival[1] else tie
     return f"{alias}: accuracy {accuracy!r} {relation} champion version {rival[0]}'s {rival[1]!r} on this data"
 
 

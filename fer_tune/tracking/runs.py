@@ -16,6 +16,7 @@ from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from fer_tune.tracking.store import experiment_id
+from fer_tune.uris import redact
 
 SWEEP_TAG = "fer_tune.sweep"  # on every run of a sweep: finds the parent again on --resume
 ROLE_TAG = "fer_tune.role"  # sweep | trial | champion
@@ -78,7 +79,7 @@ class SweepRuns:
         if self._parent is None:
             run = find_run(self.client, self.experiment_id, **{SWEEP_TAG: self.sweep, ROLE_TAG: "sweep"})
             if run is None:
-                tags = {**self.tags, SWEEP_TAG: self.sweep, ROLE_TAG: "sweep"}
+                tags = {**{k: redact(str(v)) for k, v in self.tags.items()}, SWEEP_TAG: self.sweep, ROLE_TAG: "sweep"}
                 run = self.client.create_run(self.experiment_id, run_name=self.sweep, tags=tags)
                 self.log_params(run.info.run_id, self.params)
             self._parent = run.info.run_id
@@ -101,7 +102,7 @@ class SweepRuns:
         return self._children[cache]
 
     def log_params(self, run_id: str, params: dict) -> None:
-        items = [Param(key, str(value)) for key, value in params.items()]
+        items = [Param(key, redact(str(value))) for key, value in params.items()]
         for start in range(0, len(items), 100):  # log_batch takes at most 100 params
             self.client.log_batch(run_id, params=items[start : start + 100])
 
@@ -115,5 +116,5 @@ class SweepRuns:
 
     def end(self, run_id: str, status: str, **tags: Any) -> None:
         for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value)[:MAX_TAG_CHARS])
+            self.client.set_tag(run_id, key, redact(str(value))[:MAX_TAG_CHARS])
         self.client.set_terminated(run_id, status=status)

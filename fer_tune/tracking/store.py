@@ -199,7 +199,7 @@ def download_model(uri: str, store: str, dst: str | Path) -> str:
             path = download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=store, registry_uri=store)
     except (MlflowException, OSError, ValueError) as err:
         reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
-        raise FerTuneError(f"{uri}: cannot load this model from {store} ({reason})") from None
+        raise FerTuneError(redact(f"{uri}: cannot load this model from {store} ({reason})")) from None
     if not (Path(path) / "MLmodel").is_file():
         raise FerTuneError(f"{uri}: not an MLflow model (no MLmodel file)")
     return path

@@ -11,7 +11,8 @@ database (results/mlartifacts/). Experiment: `mlflow.experiment`, else the space
 
 What: the parent run (tag fer_tune.sweep=<name>) holds the search-space file, sweep.json,
 the data summary, the leaderboard, tables and plots; its children are the trials
-(fer_tune.tracking.callback) and the champion (fer_tune.tracking.champion).
+(fer_tune.tracking.callback) and the champion (fer_tune.tracking.champion). Each of them has the
+sweep's data as its dataset input (fer_tune.tracking.dataset_input).
 
 Files beside the sweep's results (results/<sweep>/): tracking.json (where the sweep is tracked and
 whether its tracking finished) and, after an outage of the store, mlflow-pending.jsonl (the
@@ -30,11 +31,13 @@ from ray import tune
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
-from fer_tune.search.sweep import Sweep
+from fer_tune.search.sweep import Sweep, sweep_chance_rule
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.tracking.callback import MlflowCallback
 from fer_tune.tracking.champion import Registration, promote_best
-from fer_tune.tracking.runs import SweepRuns
+from fer_tune.tracking.dataset_input import log_dataset
+from fer_tune.tracking.earlier import WARM_ANY_DATA_TAG, WARM_START_TAG
+from fer_tune.tracking.runs import SWEEP_TAG, SweepRuns
 from fer_tune.tracking.store import tracking_uri
 from fer_tune.tracking.writer import STORE_ERRORS, TrackingWriter
 from fer_tune.uris import redact
@@ -70,6 +73,7 @@ class Tracker:
         self.runs, self.space = runs, space
         self.out_dir = RESULTS_DIR / runs.sweep
         self.writer = TrackingWriter(runs, self.out_dir / PENDING_FILE)
+        self.rule = None  # the sweep's dead-trial rule, for the reason a trial stopped at chance
 
     @classmethod
     def for_sweep(cls, space: SpaceFile, sweep: str, data: FerDataset) -> Tracker:
@@ -96,6 +100,7 @@ class Tracker:
             os.environ.setdefault(name, value)
         uri = tracking_uri(space.mlflow.tracking_uri)
         tracker = cls(SweepRuns(uri, space.mlflow.experiment or space.name, sweep, tags, params), space)
+        tracker.rule = sweep_chance_rule(space, data)
         if not tracker._state().get("finished"):
             tracker._save_state(finished=False)
         return tracker
@@ -110,12 +115,17 @@ class Tracker:
         uri = tracking_uri(space.mlflow.tracking_uri)
         return cls(SweepRuns(uri, state["experiment"], sweep, state["tags"], state["params"]), space)
 
+    def record_warm_start(self, sources: tuple[str, ...], any_data: bool) -> None:
+        """Tag the parent run (made on the sweep's first event) with the sweeps it was warm-started from."""
+        self.runs.tags.update({WARM_START_TAG: ",".join(sources), WARM_ANY_DATA_TAG: str(any_data).lower()})
+        self._save_state(finished=False)
+
     @property
     def finished(self) -> bool:
         return bool(self._state().get("finished")) and not self.writer.pending
 
     def callbacks(self) -> list[tune.Callback]:
-        return [MlflowCallback(self.writer, self.space.budget.max_epochs)]
+        return [MlflowCallback(self.writer, self.space.budget.max_epochs, self.rule)]
 
     def finish(self, sweep: Sweep) -> TrackingOutcome:
         """Write what is pending, log the results folder to the parent run, then evaluate, log and register
@@ -135,11 +145,19 @@ class Tracker:
         client = self.runs.client
         client.log_artifacts(parent, str(sweep.out_dir))  # sweep.json, leaderboard, tables, plots
         if Path(self.space.path).is_file():
-            client.log_artifact(parent, self.space.path, "space")
+            # a copy without credentials: the file may hold a tracking URI with a password or token
+            text = redact(Path(self.space.path).read_text(encoding="utf-8", errors="replace"))
+            client.log_text(parent, text, f"space/{Path(self.space.path).name}")
         client.log_dict(parent, sweep.data.summary(), "data_summary.json")
         if sweep.best is not None:
             client.log_metric(parent, f"best_{self.space.metric}", sweep.best.best_metric)
         registration = promote_best(sweep, self.runs) if sweep.best is not None else None
+        everyone = client.search_runs([self.runs.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.runs.sweep}'")
+        log_dataset(client, [run.info.run_id for run in everyone], sweep.data)  # the runs table's Dataset column
+        if self.space.multi_objective:  # every front member becomes a version, tagged with its objectives
+            from fer_tune.tracking.front import register_front
+
+            register_front(sweep, self.runs, registration)
         self.runs.end(parent, "FINISHED")
         return registration
 
@@ -157,4 +175,4 @@ class Tracker:
             "registration": registration.uri if registration else None,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
+        (self.out_dir / STATE_FILE).write_text(redact(json.dumps(state, indent=2, default=str)))

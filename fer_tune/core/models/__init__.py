@@ -16,7 +16,8 @@ works with `model.to(memory_format=torch.channels_last)` and under bf16 autocast
 - transfer: torchvision backbones with a new head (resnet18/34 adapted to 48 px, resnet50,
   vgg16, vgg16_bn, efficientnet_b0): pretrained, freeze_depth, input_size, dense_units;
 - rmn: the Residual Masking Network (Pham et al. 2020) on a ResNet-34 trunk;
-- imagenet: ImageNet weights from the local torch hub cache (`check_pretrained_available`).
+- imagenet: ImageNet weights from the local torch hub cache, fetched once by a sweep's driver
+  (`fetch_pretrained`, `check_pretrained_available`).
 """
 
 # isort: off
@@ -26,7 +27,13 @@ from fer_tune.core.models import transfer  # noqa: F401
 from fer_tune.core.models import rmn  # noqa: F401
 
 # isort: on
-from fer_tune.core.models.imagenet import IMAGENET_MEAN, IMAGENET_STD, check_pretrained_available, weights_path
+from fer_tune.core.models.imagenet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_pretrained_available,
+    fetch_pretrained,
+    weights_path,
+)
 from fer_tune.core.models.registry import (
     ALL_BLOCKS,
     KERNEL_SIZES,
@@ -59,6 +66,7 @@ __all__ = [
     "Knobs",
     "capabilities",
     "check_pretrained_available",
+    "fetch_pretrained",
     "create_model",
     "knob_problem",
     "list_models",

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from fer_tune.constants import EMOTIONS, IMAGE_SIZE
+from fer_tune.core.models.layers import separate_convs
 from fer_tune.errors import FerTuneError
 from fer_tune.registry import Registry
 
@@ -126,6 +127,11 @@ def _why_not(name: str, caps: Capabilities, knobs: Mapping[str, Any]) -> tuple[s
             f"model {name!r} has no extra dense layer: expected 0; "
             f"dense_units applies to {models_taking('dense_units')}"
         )
+    if get("separable") and not caps.kernels:
+        return (
+            "separable",
+            f"{name} keeps torchvision's convs: expected false; separable applies to {models_taking('kernels')}",
+        )
     if get("width", 1.0) != 1.0 and not caps.width:
         return "width", f"{name}'s layer widths are torchvision's: expected 1.0"
     for key, default in (("kernel_size", DEFAULT_KERNEL_SIZE), ("padding", DEFAULT_PADDING)):
@@ -155,6 +161,7 @@ def create_model(
     input_size: int | None = None,
     dense_units: int = 0,
     image_size: int = IMAGE_SIZE,
+    separable: bool = False,
 ) -> nn.Module:
     """Build the registered model `name`; unknown names and knobs it cannot take raise FerTuneError.
 
@@ -177,7 +184,8 @@ def create_model(
     if problem:
         key, why = problem
         raise FerTuneError(f"model argument {key}: {why}")
-    return MODELS.get(name)(**knobs)
+    model = MODELS.get(name)(**knobs)
+    return separate_convs(model) if separable else model
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ Knobs (checked by `Knobs` and the registry's `knob_problem`):
 - dropout in [0, 1): used at the places the source puts dropout; models whose source has
   none get one nn.Dropout before the classifier. 0 adds no Dropout module at all.
 - width > 0: multiplies every conv channel count and hidden linear width (rounded, >= 1).
+- separable: every conv over several channels becomes depthwise-separable (layers.separate_convs):
+  an efficiency axis for multi-objective sweeps (fewer MACs and parameters, usually less accuracy).
 - image_size: the classifier is sized for it (48, or 40 for ten-crop's training crops).
 
 Where a source is public code we follow it layer for layer; each builder's docstring says

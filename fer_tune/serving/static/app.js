@@ -28,6 +28,8 @@ const percent = (p) => `${(100 * p).toFixed(p >= 0.995 || p < 0.1 ? 0 : 1)}%`.re
 
 // ---- The served model, in the header.
 
+let trainedOn = ""; // "trained on synthetic faces — not for real photographs": shown beside every prediction
+
 async function showModel() {
   const panel = $("#model");
   try {
@@ -43,6 +45,8 @@ async function showModel() {
     }
     const details = [model.architecture, model.sweep && `sweep ${model.sweep}`].filter(Boolean).join(" · ");
     if (details) panel.append(el("span", "", details));
+    trainedOn = model.trained_on;
+    panel.append(el("span", "trained-on", trainedOn));
     panel.title = `${model.uri}\nclasses: ${model.classes.join(", ")}`;
   } catch (error) {
     panel.replaceChildren(el("span", "model-name", `Model unavailable: ${error.message}`));
@@ -91,6 +95,7 @@ function drawBars(container, prediction) {
   container.replaceChildren();
   if (prediction.note) container.append(el("p", "note", "No face found: the whole picture was classified."));
   prediction.faces.forEach((face, i) => container.append(faceChart(face, i, prediction.faces.length)));
+  if (trainedOn) container.append(el("p", "trained-on", `Model ${trainedOn}.`));
 }
 
 function faceChart(face, index, count) {

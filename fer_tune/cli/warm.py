@@ -1,0 +1,45 @@
+"""--warm-start for `fer-tune run`: find and read the earlier sweeps, map their trials, say how many were used.
+
+Tracked sweeps are read from MLflow (fer_tune.tracking.earlier), untracked ones (or with --no-track)
+from results/<sweep>/; `auto` picks the earlier sweeps of the same space name on the same data.
+"""
+
+from __future__ import annotations
+
+from fer_tune.errors import FerTuneError
+from fer_tune.search.console import PREFIX
+
+
+def load_warm_start(space, name: str, data, text: str, any_data: bool, track: bool):
+    """The WarmStart for a new sweep `name` of `space` on `data`, or None (auto found nothing)."""
+    from fer_tune.search.warm_start import AUTO, auto_sweeps, check_data, map_trials, parse_sources
+
+    names = parse_sources(text)
+    if space.search.algorithm == "grid":
+        raise FerTuneError(
+            f"--warm-start: {space.path}: search.algorithm grid runs every point whatever came before; "
+            "use optuna or random to warm-start"
+        )
+    fingerprint = data.fingerprint()
+    if names == [AUTO]:
+        names = auto_sweeps(space.name, fingerprint, exclude=name)
+        if not names:
+            print(f"{PREFIX} warm start: no earlier sweep of space {space.name} on this data; starting cold")
+            return None
+    sweeps = [_read(sweep, space, track) for sweep in dict.fromkeys(names)]
+    warm = map_trials(space, sweeps, any_data=check_data(sweeps, fingerprint, any_data))
+    print(f"{PREFIX} {warm.summary()}", flush=True)
+    return warm
+
+
+def _read(name: str, space, track: bool):
+    from fer_tune.search.warm_start import read_results
+
+    if track:
+        from fer_tune.tracking.earlier import read_tracked
+        from fer_tune.tracking.store import tracking_uri
+
+        sweep = read_tracked(name, space.metric, tracking_uri(space.mlflow.tracking_uri))
+        if sweep is not None:
+            return sweep
+    return read_results(name, space.metric)

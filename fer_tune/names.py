@@ -1,0 +1,39 @@
+"""The one rule for a name that becomes a folder or a record: a sweep, a space file's `name:`,
+an MLflow experiment or registered model.
+
+A sweep's name is a folder under results/ and under Ray's storage, so `../x`, `a/b`, a newline
+or 300 characters would write outside them or fail deep in the filesystem. A name is a slug:
+
+    check_name("quick-20261205-101500", "--name")       # returns it
+    check_name("../escaped", "--name")                  # FerTuneError, one line saying what is allowed
+"""
+
+from __future__ import annotations
+
+import re
+
+from fer_tune.errors import FerTuneError
+
+NAME_MAX = 100  # characters; far under any filesystem's 255 bytes, with room for Ray's suffixes
+DATE_SUFFIX = len("-20261205-101500")  # what a default sweep name adds to the space's name
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+ALLOWED = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def check_name(value: object, where: str, longest: int = NAME_MAX) -> str:
+    """`value` if it is a safe name (a slug of at most `longest` characters), else one line naming `where`."""
+    if not isinstance(value, str):
+        raise FerTuneError(f"{where}: {value!r}: expected a name ({ALLOWED})")
+    shown = repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
+    if not value:
+        raise FerTuneError(f"{where}: empty; expected a name of {ALLOWED}, at most {longest} characters")
+    if len(value) > longest:
+        raise FerTuneError(f"{where}: {shown}: too long; expected at most {longest} characters of {ALLOWED}")
+    if not _NAME.fullmatch(value):
+        raise FerTuneError(f"{where}: {shown}: not a safe name; expected {ALLOWED} (at most {longest} characters)")
+    return value
+
+
+def check_space_name(value: object, where: str) -> str:
+    """A space file's `name:`, short enough that SPACE-DATE-TIME, the default sweep name, is itself a name."""
+    return check_name(value, where, longest=NAME_MAX - DATE_SUFFIX)

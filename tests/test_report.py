@@ -1,0 +1,143 @@
+"""A sweep's report, end to end: a real planted sweep, the report it writes, its rebuild, its page.
+
+The planted sweep (module fixture, --no-track): a grid over `lr` (1e-7: nothing is learnt in two
+epochs; 3e-3: the blobs are) × `weight_decay` (0, 1e-9, 1e-8: no effect at this scale), 6 trials of
+up to 2 epochs of `basic` on the blob data, ASHA stopping some after 1. Importance must rank `lr`
+first; the report must be rebuilt byte-identically from results/<sweep>/ alone; the page must load
+nothing from anywhere.
+"""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fer_tune.cli.main import main
+
+pytestmark = pytest.mark.integration
+
+PLANTED = """name: planted
+search: {algorithm: grid}
+pruner: {name: asha, grace_period: 1, reduction_factor: 2}
+budget: {num_samples: 1, max_epochs: 2, max_concurrent: 2}
+space:
+  model: basic
+  batch_size: 16
+  augmentation: none
+  lr: {grid: [1.0e-7, 3.0e-3]}
+  weight_decay: {grid: [0.0, 1.0e-9, 1.0e-8]}
+"""
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, blob_csv):
+    """The planted sweep, run untracked in a fresh folder: (folder, Sweep)."""
+    import ray
+
+    from fer_tune.cli.sweep import run_space
+    from fer_tune.search.sweep_file import load_space
+
+    folder = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        if not ray.is_initialized():
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        (folder / "planted.yaml").write_text(PLANTED)
+        sweep, tracking = run_space(load_space("planted.yaml"), data_source=str(blob_csv), name="planted", track=False)
+    assert tracking is None and not (folder / "results" / "mlflow.db").exists()
+    return folder, sweep
+
+
+def report_of(folder: Path) -> dict:
+    return json.loads((folder / "results" / "planted" / "report.json").read_text())
+
+
+def test_importance_ranks_the_planted_parameter_first(planted):
+    mattered = report_of(planted[0])["what_mattered"]
+    ranked = list(mattered["importance"])
+    assert ranked[0] == "lr" and mattered["importance"]["lr"] > 0.5, mattered["importance"]
+    assert mattered["rung"] >= 1 and mattered["trials_scored"] == 6
+    by_lr = {row["value"]: row for row in mattered["marginals"]["lr"]}
+    assert by_lr["0.003"]["mean"] > by_lr["1e-07"]["mean"] + 0.1  # the marginal table shows the same effect
+    assert mattered["interaction"]["params"] == ["lr", "weight_decay"]
+
+
+def test_untracked_sweep_writes_its_report(planted):
+    folder, sweep = planted
+    report = report_of(folder)
+    answer = report["answer"]
+    assert answer["trial_id"] == sweep.best.trial_id and answer["eval_split"] == "test"
+    test = answer["test"]
+    low, high = test["accuracy_interval"]
+    assert test["n"] == 70 and low < test["accuracy"] < high
+    assert sum(map(sum, test["confusion"])) == 70 and len(test["recall"]) == 7
+    rival = report["how_sure"]["runner_up"]
+    assert rival["id"] != answer["trial_id"] and 0 <= rival["p_value"] <= 1
+    assert ("not distinguishable" in rival["verdict"]) == (rival["p_value"] >= 0.05)
+    cost = report["cost"]
+    assert cost["epochs"] == int(sweep.trials["epochs_run"].sum()) and cost["epochs_if_all_ran"] == 12
+    assert cost["epochs_saved"] == 12 - cost["epochs"] and cost["trainer_seconds"] > 0
+    html = (folder / "results" / "planted" / "report.html").read_text()
+    for section in ("The answer", "How sure", "What mattered", "What it cost"):
+        assert f"<h2>{section}</h2>" in html
+
+
+def test_report_page_is_self_contained(planted):
+    html = (planted[0] / "results" / "planted" / "report.html").read_text()
+    links = re.findall(r"""(?:src|href|action|poster|srcset)\s*=\s*["']?([^"'\s>]+)""", html, flags=re.I)
+    assert links and all(link.startswith(("data:image/png;base64,", "#")) for link in links), links[:5]
+    assert not re.search(r"<script|<link|<iframe|<object|@import|url\(|https?://", html, flags=re.I)
+
+
+def test_report_is_rebuilt_identically_from_results_alone(planted, tmp_path, monkeypatch, capsys):
+    source = planted[0] / "results" / "planted"
+    copy = tmp_path / "results" / "planted"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("report.*"))  # no Ray folder, no MLflow store
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "planted"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("report: results/planted/report.html") and "deploy trial" in out
+    for name in ("report.json", "report.html"):
+        assert (copy / name).read_bytes() == (source / name).read_bytes(), name
+    assert not (tmp_path / "results" / "ray").exists() and not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_report_of_an_unknown_sweep_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fer-tune: error: no sweep named 'nosuch'") and err.count("\n") == 1
+
+
+def test_report_renders_offline_in_headless_chromium(planted, tmp_path):
+    """Every image decodes, and Chromium requests nothing but the file itself and its inline data."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        page = planted[0] / "results" / "planted" / "report.html"
+        driver.get(page.as_uri())
+        images = driver.execute_script("return [...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        assert images and all(images)
+        assert "What mattered" in driver.find_element("tag name", "body").text
+        requested = [
+            json.loads(entry["message"])["message"]["params"]["request"]["url"]
+            for entry in driver.get_log("performance")
+            if '"Network.requestWillBeSent"' in entry["message"]
+        ]
+        assert requested and all(url.startswith(("file://", "data:")) for url in requested), requested
+    finally:
+        driver.quit()
