@@ -21,7 +21,7 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 
 from fer_tune.search.moasha import promoted
 from fer_tune.search.outcome import ChanceRule
-from fer_tune.search.pruners import STATE_FILE, TIME_ATTR, PersistentASHA, build_pruner
+from fer_tune.search.pruners import TIME_ATTR, PersistentASHA, build_pruner, state_path
 from fer_tune.search.sweep_file import SpaceFile
 
 SIGNS = {"max": 1.0, "min": -1.0}
@@ -40,7 +40,7 @@ def build_scheduler(
         return build_pruner(space, state_dir, rule=rule, earlier=earlier)
     max_t = space.budget.max_epochs
     return MultiObjectiveASHA(
-        Path(state_dir or ".") / STATE_FILE,
+        state_path(state_dir or "."),  # a URI stays a URI (s3://...)
         objectives=[(o.metric, o.mode) for o in space.objective_list],
         persist=state_dir is not None,
         time_attr=TIME_ATTR,

@@ -6,9 +6,11 @@ Ray's `Tuner.restore` brings the trial scheduler back as it was pickled before t
 ran (ray-project/ray#30838): ASHA's rung records are lost, and a resumed sweep stops other
 trials than an uninterrupted one would. `PersistentASHA` writes its state to
 `<experiment>/pruner_state.pkl` after every decision and reads it back when the restored
-sweep starts. A resumed trial re-runs the epochs after its last checkpoint, and Ray's own
-experiment snapshot may lag behind: so a decision already made for (trial, epoch) is replayed,
-and a trial once told to stop is stopped again whatever epoch it reports.
+sweep starts; the experiment folder is Ray's storage, a local path or a URI (s3://, gs://,
+file://), written through the same pyarrow filesystem Ray uses for it. A resumed trial re-runs
+the epochs after its last checkpoint, and Ray's own experiment snapshot may lag behind: so a
+decision already made for (trial, epoch) is replayed, and a trial once told to stop is stopped
+again whatever epoch it reports.
 
 Two rules against spending epochs on trials that learned nothing, both reading the sweep's
 `ChanceRule` (fer_tune.search.outcome: the validation split's majority-class rate):
@@ -61,7 +63,7 @@ def build_pruner(
         if state_dir is None:
             pruner = RungFloorASHA(**floor, **options)
         else:
-            pruner = PersistentASHA(Path(state_dir) / STATE_FILE, **floor, **options)
+            pruner = PersistentASHA(state_path(state_dir), **floor, **options)
         pruner.seed_rungs(earlier or {}, space.mode)
         return pruner
     if config.name == "hyperband":
@@ -69,6 +71,12 @@ def build_pruner(
     if config.name == "median":
         return schedulers.MedianStoppingRule(time_attr=TIME_ATTR, grace_period=config.grace_period)
     return schedulers.FIFOScheduler()
+
+
+def state_path(state_dir: str | Path) -> str:
+    """The state file in `state_dir`: a local path, or a URI joined as a URI (Path would make s3:// s3:/)."""
+    state_dir = str(state_dir)
+    return f"{state_dir.rstrip('/')}/{STATE_FILE}" if "://" in state_dir else str(Path(state_dir) / STATE_FILE)
 
 
 def chance_rule(space: SpaceFile, validation_counts: list[int]) -> ChanceRule | None:
@@ -140,7 +148,7 @@ class RungFloorASHA(schedulers.ASHAScheduler):
 class PersistentASHA(RungFloorASHA):
     """ASHA that saves its rungs and decisions after each one, and restores them after Tuner.restore."""
 
-    def __init__(self, state_file: Path, **options):
+    def __init__(self, state_file: str | Path, **options):
         super().__init__(**options)
         self._state_file = str(state_file)
         self._decisions: dict[tuple[str, int], str] = {}  # (trial id, epoch) -> CONTINUE or STOP
@@ -181,6 +189,12 @@ class PersistentASHA(RungFloorASHA):
         self._save()
 
     def _save(self) -> None:
+        if "://" in self._state_file:  # an object store: one put, which is atomic by itself
+            filesystem, path = _filesystem(self._state_file)
+            filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with filesystem.open_output_stream(path) as stream:
+                stream.write(pickle.dumps(self.__dict__))
+            return
         temporary = f"{self._state_file}.tmp"
         Path(temporary).parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
@@ -191,9 +205,31 @@ class PersistentASHA(RungFloorASHA):
         if self._loaded:
             return
         self._loaded = True
-        if os.path.isfile(self._state_file):
-            with open(self._state_file, "rb") as file:
-                state = pickle.load(file)  # our own file, written by _save above
+        state = _read(self._state_file)  # our own file, written by _save above
+        if state is not None:
             # metric and mode come from Tune's set_search_properties, which refuses to set them twice
             kept = {key: value for key, value in state.items() if key not in SEARCH_PROPERTIES}
             self.__dict__.update({**kept, "_loaded": True})
+
+
+def _filesystem(uri: str):
+    """Ray's way to reach its storage (ray.train._internal.storage.get_fs_and_path): pyarrow's, for the URI."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _read(state_file: str) -> dict | None:
+    """The saved state, or None where no decision was saved yet."""
+    if "://" not in state_file:
+        if not os.path.isfile(state_file):
+            return None
+        with open(state_file, "rb") as file:
+            return pickle.load(file)
+    import pyarrow.fs
+
+    filesystem, path = _filesystem(state_file)
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return pickle.loads(stream.readall())
