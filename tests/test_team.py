@@ -1,13 +1,17 @@
 """A team's tracking: concurrent promotion on SQLite and PostgreSQL, sweeps against `mlflow server` on PostgreSQL."""
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow_helpers import subprocess_env
+from mlflow_helpers import free_port, serving, subprocess_env
 from services import postgres_database
 
 from fer_tune.tracking.promotion import CHALLENGER, CHAMPION, LOCK_SUFFIX, beats
@@ -71,3 +75,103 @@ def test_two_promoters_racing_on_sqlite(tmp_path):
 def test_two_promoters_racing_on_postgresql(tmp_path):
     with postgres_database() as uri:
         race(uri, tmp_path)
+
+
+def postgres_server(store: str, folder: Path, port: int) -> list[str]:
+    """README "Team setup"'s `mlflow server`: a PostgreSQL store, artifacts proxied by the server."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
+    command += ["--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts"]
+    return command + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's GenAI job runner: not needed
+
+
+@pytest.mark.integration
+def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(tmp_path, blob_csv):
+    """A tracked sweep against `mlflow server` on PostgreSQL with served artifacts. The server stops after
+    the first logged epoch and comes back while the sweep still runs: the writer's retry delivers the
+    pending records before the sweep ends. Then the champion is downloaded, predicts and is served from it."""
+    from PIL import Image
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    (tmp_path / "team.yaml").write_text(
+        "name: team\nsearch: {algorithm: grid}\npruner: {name: none}\nmlflow: {register_as: fer-team}\n"
+        "budget: {num_samples: 1, max_epochs: 3, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
+        "  lr: {grid: [3.0e-3, 2.0e-3, 1.5e-3, 1.0e-3, 7.0e-4, 5.0e-4]}\n"
+    )
+    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", **SERVER_ENV)
+    sweep = [sys.executable, "-m", "fer_tune.cli", "run", "team.yaml", "--data", str(blob_csv), "--name", "t1"]
+    pending = tmp_path / "results" / "t1" / "mlflow-pending.jsonl"
+    with postgres_database() as store:
+        server = postgres_server(store, tmp_path, port)
+        with serving(server, "/health", port, cwd=tmp_path, env=env):
+            driver = subprocess.Popen(sweep, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True)  # fmt: skip
+            wait_until(lambda: any(run.data.metrics for run in team_runs(uri)), driver, "a first logged epoch")
+        wait_until(pending.is_file, driver, "records kept while the server is down")
+        with serving(server, "/health", port, cwd=tmp_path, env=env):  # the same store, the same port
+            wait_until(lambda: not pending.exists(), driver, "the pending records delivered by the writer's retry")
+            output = driver.communicate(timeout=600)[0]
+            assert driver.returncode == 0, output[-3000:]
+            assert "unreachable" not in output.split("leaderboard")[-1]  # nothing left pending at the end
+
+            client = MlflowClient(uri)
+            runs = team_runs(uri)
+            trials = pd.read_csv(tmp_path / "results" / "t1" / "trials.csv")
+            [parent] = [r for r in runs if r.data.tags["fer_tune.role"] == "sweep"]
+            children = [r for r in runs if r.data.tags["fer_tune.role"] == "trial"]
+            assert sorted(r.data.tags["ray.trial_id"] for r in children) == sorted(trials["trial_id"])
+            for run in children:
+                assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+                assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2, 3]
+            champion = client.get_model_version_by_alias("fer-team", "champion")
+            assert champion.tags["sweep"] == "t1"
+
+            cli_env = {**env, "PYTHONPATH": str(HERE.parent)}
+            deploy = tmp_path / "deploy"
+            fer_tune(["models", "download", "models:/fer-team@champion", "--to", str(deploy)], tmp_path, cli_env)
+            assert list(deploy.rglob("MLmodel"))
+            Image.fromarray(np.full((60, 60), 128, np.uint8)).save(tmp_path / "face.png")
+            out = fer_tune(["predict", "--model", "models:/fer-team@champion", str(tmp_path / "face.png")], tmp_path,
+                           cli_env)  # fmt: skip
+            assert "face.png" in out
+            serve_port = free_port()
+            serve = [sys.executable, "-m", "fer_tune.cli", "serve", "--model", "models:/fer-team@champion"]
+            with serving(
+                serve + ["--port", str(serve_port)], "/api/model", serve_port, cwd=tmp_path, env=cli_env
+            ) as web:
+                with urllib.request.urlopen(f"{web}/api/model", timeout=30) as response:
+                    info = json.load(response)
+            assert (info["name"], str(info["version"])) == ("fer-team", str(champion.version))
+    assert list((tmp_path / "artifacts").rglob("model.pt2"))  # artifacts went through the server's proxy
+
+
+def team_runs(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("team")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def wait_until(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    """Poll `condition` while the sweep `driver` runs; fail naming `what` if the sweep ends first or time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # the server is starting or stopping
+            pass
+        if driver.poll() is not None:
+            pytest.fail(f"the sweep ended before {what}:\n{driver.communicate()[0][-3000:]}")
+        time.sleep(0.3)
+    pytest.fail(f"no {what} within {timeout} s")
+
+
+def fer_tune(argv: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run([sys.executable, "-m", "fer_tune.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done.stdout
