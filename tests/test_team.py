@@ -175,3 +175,70 @@ def fer_tune(argv: list[str], cwd: Path, env: dict) -> str:
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done.stdout
+
+
+# README "Team setup", run word for word; only these names are replaced by throwaway ones.
+README = HERE.parent / "README.md"
+
+
+def team_setup_commands() -> list[str]:
+    """The command lines of README "Team setup"'s shell block (comments and blank lines left out)."""
+    section = README.read_text().split("\n## Team setup\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.integration
+def test_readme_team_setup_word_for_word(tmp_path):
+    import os
+    import shlex
+    import shutil
+    import uuid
+
+    from services import postgres_or_skip
+
+    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster"):
+        pytest.skip("PostgreSQL: README Team setup runs as root with Debian's pg_ctlcluster (.ci/run provides both)")
+    postgres_or_skip()
+    tag, port = uuid.uuid4().hex[:8], free_port()
+    names = {
+        "mlflow_user": f"team_user_{tag}", "mlflow_db": f"team_db_{tag}", "change-me": f"pw-{tag}",
+        "/srv/mlflow-artifacts": str(tmp_path / "artifacts"), "0.0.0.0": "127.0.0.1", "5000": str(port),
+        "mlflow-host": "127.0.0.1",
+    }  # fmt: skip
+    commands = []
+    for line in team_setup_commands():
+        for name, value in names.items():
+            line = line.replace(name, value)
+        commands.append(line)
+    [install] = [c for c in commands if c.startswith("pip install")]
+    assert (
+        install == 'pip install "fer-tune[postgres]"'
+        and '\npostgres = ["psycopg' in (HERE.parent / "pyproject.toml").read_text()
+    )
+    [server] = [i for i, c in enumerate(commands) if c.startswith("mlflow server")]
+    database_steps, clients = [c for c in commands[:server] if c != install], commands[server + 1 :]
+
+    (tmp_path / "search_spaces").mkdir()
+    shutil.copy(HERE.parent / "search_spaces" / "quick.yaml", tmp_path / "search_spaces")
+    env = {k: v for k, v in subprocess_env(PYTHONPATH=str(HERE.parent), **SERVER_ENV).items() if k != "RAY_ADDRESS"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        for command in database_steps:
+            done = subprocess.run(["bash", "-ec", command], cwd=tmp_path, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        with serving(shlex.split(commands[server]), "/health", port, cwd=tmp_path, env=env):
+            done = subprocess.run(["bash", "-ec", "\n".join(clients)], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=600)  # fmt: skip
+            assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+            assert "(models:/fer-emotion@champion)" in done.stdout  # models list
+            experiment = MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("quick")
+            assert experiment is not None and experiment.artifact_location.startswith("mlflow-artifacts:/")
+        assert list((tmp_path / "artifacts").rglob("MLmodel"))
+    finally:
+        for sql in (
+            f"DROP DATABASE IF EXISTS {names['mlflow_db']} WITH (FORCE)",
+            f"DROP USER IF EXISTS {names['mlflow_user']}",
+        ):
+            subprocess.run(["su", "postgres", "-c", f'psql -qc "{sql}"'], capture_output=True)
