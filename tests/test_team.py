@@ -242,3 +242,77 @@ def test_readme_team_setup_word_for_word(tmp_path):
             f"DROP USER IF EXISTS {names['mlflow_user']}",
         ):
             subprocess.run(["su", "postgres", "-c", f'psql -qc "{sql}"'], capture_output=True)
+
+
+@pytest.mark.integration
+def test_a_server_whose_database_is_down_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """The server answers /health, but PostgreSQL refuses it: the pre-flight says so in one line, in seconds."""
+    import psycopg
+    from services import postgres_admin
+
+    from fer_tune.cli.main import main
+
+    port = free_port()
+    with postgres_database() as store:
+        with serving(
+            postgres_server(store, tmp_path, port), "/health", port, cwd=tmp_path, env=subprocess_env(**SERVER_ENV)
+        ):
+            name = store.rsplit("/", 1)[1]
+            with psycopg.connect(postgres_admin(), autocommit=True) as connection:  # the database goes away
+                connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+            uri = f"http://127.0.0.1:{port}"
+            start = time.monotonic()
+            assert main(["models", "list", "--tracking-uri", uri]) == 1
+            assert time.monotonic() - start < 30
+    err = capsys.readouterr().err
+    assert err.startswith(f"fer-tune: error: MLflow store {uri}: the server answers but its backend store fails (")
+    assert err.count("\n") == 1 and "--backend-store-uri" in err, err
+
+
+@pytest.mark.integration
+def test_two_sweeps_at_once_into_one_server_and_one_model(tmp_path, blob_csv):
+    """Two drivers, started together, track into one `mlflow server` on PostgreSQL under one registered model
+    name: each trial is recorded once under its own sweep's parent, and the promotion ends with one champion
+    (the better, or on a tie the version registered first) and the other version as challenger."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", **SERVER_ENV)
+    (tmp_path / "pair.yaml").write_text(
+        "name: pair\nsearch: {algorithm: grid}\npruner: {name: none}\nmlflow: {register_as: fer-pair}\n"
+        "budget: {num_samples: 1, max_epochs: 1, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n  lr: {grid: [3.0e-3, 1.0e-3]}\n"
+    )
+    with postgres_database() as store, serving(postgres_server(store, tmp_path, port), "/health", port, env=env,
+                                               cwd=tmp_path):  # fmt: skip
+        drivers = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "fer_tune.cli", "run", "pair.yaml", "--data", str(blob_csv), "--name", name],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for name in ("left", "right")
+        }
+        for name, driver in drivers.items():
+            output = driver.communicate(timeout=900)[0]
+            assert driver.returncode == 0, (name, output[-3000:])
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("pair").experiment_id
+        for name in drivers:
+            [parent] = client.search_runs(
+                [experiment], f"tags.`fer_tune.role` = 'sweep' and tags.`fer_tune.sweep` = '{name}'"
+            )
+            children = client.search_runs(
+                [experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`fer_tune.role` = 'trial'"
+            )
+            trials = pd.read_csv(tmp_path / "results" / name / "trials.csv")
+            assert sorted(r.data.tags["ray.trial_id"] for r in children) == sorted(trials["trial_id"]), name
+        versions = {str(v.version): v for v in client.search_model_versions("name = 'fer-pair'")}
+        assert len(versions) == 2
+        accuracy = {k: client.get_run(v.run_id).data.metrics["test_accuracy"] for k, v in versions.items()}
+        champion = max(versions, key=lambda k: (accuracy[k], -int(k)))
+        aliases = {alias: str(v) for alias, v in client.get_registered_model("fer-pair").aliases.items()}
+        assert aliases == {"champion": champion, "challenger": ({"1", "2"} - {champion}).pop()}, (aliases, accuracy)

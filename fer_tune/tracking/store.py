@@ -126,9 +126,8 @@ def _server_failed(err: Exception) -> bool:
     from mlflow.exceptions import RestException
 
     text = getattr(err, "message", None) or str(err)
-    return isinstance(err, RestException) or any(
-        marker in text for marker in ("error responses", "failed with error code 5")  # 5xx without a JSON body
-    )
+    answered = ("error responses", "failed with error code 5")  # a 5xx without a JSON body, retried or not
+    return isinstance(err, RestException) or any(marker in text for marker in answered)
 
 
 def _store_reason(err: Exception) -> str:
