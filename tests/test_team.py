@@ -98,9 +98,9 @@ def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(tmp_path, blob_csv):
     uri = f"http://127.0.0.1:{port}"
     (tmp_path / "team.yaml").write_text(
         "name: team\nsearch: {algorithm: grid}\npruner: {name: none}\nmlflow: {register_as: fer-team}\n"
-        "budget: {num_samples: 1, max_epochs: 3, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "budget: {num_samples: 1, max_epochs: 2, max_concurrent: 1}\nresources: {cpu: 1}\n"
         "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
-        "  lr: {grid: [3.0e-3, 2.0e-3, 1.5e-3, 1.0e-3, 7.0e-4, 5.0e-4]}\n"
+        "  lr: {grid: [3.0e-3, 2.0e-3, 1.0e-3, 5.0e-4]}\n"
     )
     env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", **SERVER_ENV)
     sweep = [sys.executable, "-m", "fer_tune.cli", "run", "team.yaml", "--data", str(blob_csv), "--name", "t1"]
@@ -114,7 +114,7 @@ def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(tmp_path, blob_csv):
         wait_until(pending.is_file, driver, "records kept while the server is down")
         with serving(server, "/health", port, cwd=tmp_path, env=env):  # the same store, the same port
             wait_until(lambda: not pending.exists(), driver, "the pending records delivered by the writer's retry")
-            output = driver.communicate(timeout=600)[0]
+            output = driver.communicate(timeout=1200)[0]
             assert driver.returncode == 0, output[-3000:]
             assert "unreachable" not in output.split("leaderboard")[-1]  # nothing left pending at the end
 
@@ -126,7 +126,7 @@ def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(tmp_path, blob_csv):
             assert sorted(r.data.tags["ray.trial_id"] for r in children) == sorted(trials["trial_id"])
             for run in children:
                 assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
-                assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2, 3]
+                assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
             champion = client.get_model_version_by_alias("fer-team", "champion")
             assert champion.tags["sweep"] == "t1"
 
