@@ -1,13 +1,17 @@
 """A team's tracking: concurrent promotion on SQLite and PostgreSQL, sweeps against `mlflow server` on PostgreSQL."""
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow_helpers import subprocess_env
+from mlflow_helpers import free_port, serving, subprocess_env
 from services import postgres_database
 
 from fer_tune.tracking.promotion import CHALLENGER, CHAMPION, LOCK_SUFFIX, beats
@@ -71,3 +75,244 @@ def test_two_promoters_racing_on_sqlite(tmp_path):
 def test_two_promoters_racing_on_postgresql(tmp_path):
     with postgres_database() as uri:
         race(uri, tmp_path)
+
+
+def postgres_server(store: str, folder: Path, port: int) -> list[str]:
+    """README "Team setup"'s `mlflow server`: a PostgreSQL store, artifacts proxied by the server."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
+    command += ["--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts"]
+    return command + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's GenAI job runner: not needed
+
+
+@pytest.mark.integration
+def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(tmp_path, blob_csv):
+    """A tracked sweep against `mlflow server` on PostgreSQL with served artifacts. The server stops after
+    the first logged epoch and comes back while the sweep still runs: the writer's retry delivers the
+    pending records before the sweep ends. Then the champion is downloaded, predicts and is served from it."""
+    from PIL import Image
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    (tmp_path / "team.yaml").write_text(
+        "name: team\nsearch: {algorithm: grid}\npruner: {name: none}\nmlflow: {register_as: fer-team}\n"
+        "budget: {num_samples: 1, max_epochs: 2, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
+        "  lr: {grid: [3.0e-3, 2.0e-3, 1.0e-3, 5.0e-4]}\n"
+    )
+    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", **SERVER_ENV)
+    sweep = [sys.executable, "-m", "fer_tune.cli", "run", "team.yaml", "--data", str(blob_csv), "--name", "t1"]
+    pending = tmp_path / "results" / "t1" / "mlflow-pending.jsonl"
+    with postgres_database() as store:
+        server = postgres_server(store, tmp_path, port)
+        with serving(server, "/health", port, cwd=tmp_path, env=env):
+            driver = subprocess.Popen(sweep, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True)  # fmt: skip
+            wait_until(lambda: any(run.data.metrics for run in team_runs(uri)), driver, "a first logged epoch")
+        wait_until(pending.is_file, driver, "records kept while the server is down")
+        with serving(server, "/health", port, cwd=tmp_path, env=env):  # the same store, the same port
+            wait_until(lambda: not pending.exists(), driver, "the pending records delivered by the writer's retry")
+            output = driver.communicate(timeout=1200)[0]
+            assert driver.returncode == 0, output[-3000:]
+            assert "unreachable" not in output.split("leaderboard")[-1]  # nothing left pending at the end
+
+            client = MlflowClient(uri)
+            runs = team_runs(uri)
+            trials = pd.read_csv(tmp_path / "results" / "t1" / "trials.csv")
+            [parent] = [r for r in runs if r.data.tags["fer_tune.role"] == "sweep"]
+            children = [r for r in runs if r.data.tags["fer_tune.role"] == "trial"]
+            assert sorted(r.data.tags["ray.trial_id"] for r in children) == sorted(trials["trial_id"])
+            for run in children:
+                assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+                assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+            champion = client.get_model_version_by_alias("fer-team", "champion")
+            assert champion.tags["sweep"] == "t1"
+
+            cli_env = {**env, "PYTHONPATH": str(HERE.parent)}
+            deploy = tmp_path / "deploy"
+            fer_tune(["models", "download", "models:/fer-team@champion", "--to", str(deploy)], tmp_path, cli_env)
+            assert list(deploy.rglob("MLmodel"))
+            Image.fromarray(np.full((60, 60), 128, np.uint8)).save(tmp_path / "face.png")
+            out = fer_tune(["predict", "--model", "models:/fer-team@champion", str(tmp_path / "face.png")], tmp_path,
+                           cli_env)  # fmt: skip
+            assert "face.png" in out
+            serve_port = free_port()
+            serve = [sys.executable, "-m", "fer_tune.cli", "serve", "--model", "models:/fer-team@champion"]
+            with serving(
+                serve + ["--port", str(serve_port)], "/api/model", serve_port, cwd=tmp_path, env=cli_env
+            ) as web:
+                with urllib.request.urlopen(f"{web}/api/model", timeout=30) as response:
+                    info = json.load(response)
+            assert (info["name"], str(info["version"])) == ("fer-team", str(champion.version))
+    assert list((tmp_path / "artifacts").rglob("model.pt2"))  # artifacts went through the server's proxy
+
+
+def team_runs(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("team")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def wait_until(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    """Poll `condition` while the sweep `driver` runs; fail naming `what` if the sweep ends first or time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # the server is starting or stopping
+            pass
+        if driver.poll() is not None:
+            pytest.fail(f"the sweep ended before {what}:\n{driver.communicate()[0][-3000:]}")
+        time.sleep(0.3)
+    pytest.fail(f"no {what} within {timeout} s")
+
+
+def fer_tune(argv: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run([sys.executable, "-m", "fer_tune.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done.stdout
+
+
+# README "Team setup", run word for word; only these names are replaced by throwaway ones.
+README = HERE.parent / "README.md"
+
+
+def team_setup_commands() -> list[str]:
+    """The command lines of README "Team setup"'s shell block (comments and blank lines left out)."""
+    section = README.read_text().split("\n## Team setup\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.integration
+def test_readme_team_setup_word_for_word(tmp_path):
+    import os
+    import shlex
+    import shutil
+    import uuid
+
+    from services import postgres_or_skip
+
+    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster"):
+        pytest.skip("PostgreSQL: README Team setup runs as root with Debian's pg_ctlcluster (.ci/run provides both)")
+    postgres_or_skip()
+    tag, port = uuid.uuid4().hex[:8], free_port()
+    names = {
+        "mlflow_user": f"team_user_{tag}", "mlflow_db": f"team_db_{tag}", "change-me": f"pw-{tag}",
+        "/srv/mlflow-artifacts": str(tmp_path / "artifacts"), "0.0.0.0": "127.0.0.1", "5000": str(port),
+        "mlflow-host": "127.0.0.1",
+    }  # fmt: skip
+    commands = []
+    for line in team_setup_commands():
+        for name, value in names.items():
+            line = line.replace(name, value)
+        commands.append(line)
+    [install] = [c for c in commands if c.startswith("pip install")]
+    assert (
+        install == 'pip install "fer-tune[postgres]"'
+        and '\npostgres = ["psycopg' in (HERE.parent / "pyproject.toml").read_text()
+    )
+    [server] = [i for i, c in enumerate(commands) if c.startswith("mlflow server")]
+    database_steps, clients = [c for c in commands[:server] if c != install], commands[server + 1 :]
+
+    (tmp_path / "search_spaces").mkdir()
+    shutil.copy(HERE.parent / "search_spaces" / "quick.yaml", tmp_path / "search_spaces")
+    env = {k: v for k, v in subprocess_env(PYTHONPATH=str(HERE.parent), **SERVER_ENV).items() if k != "RAY_ADDRESS"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        for command in database_steps:
+            done = subprocess.run(["bash", "-ec", command], cwd=tmp_path, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        with serving(shlex.split(commands[server]), "/health", port, cwd=tmp_path, env=env):
+            done = subprocess.run(["bash", "-ec", "\n".join(clients)], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=600)  # fmt: skip
+            assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+            assert "(models:/fer-emotion@champion)" in done.stdout  # models list
+            experiment = MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("quick")
+            assert experiment is not None and experiment.artifact_location.startswith("mlflow-artifacts:/")
+        assert list((tmp_path / "artifacts").rglob("MLmodel"))
+    finally:
+        for sql in (
+            f"DROP DATABASE IF EXISTS {names['mlflow_db']} WITH (FORCE)",
+            f"DROP USER IF EXISTS {names['mlflow_user']}",
+        ):
+            subprocess.run(["su", "postgres", "-c", f'psql -qc "{sql}"'], capture_output=True)
+
+
+@pytest.mark.integration
+def test_a_server_whose_database_is_down_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """The server answers /health, but PostgreSQL refuses it: the pre-flight says so in one line, in seconds."""
+    import psycopg
+    from services import postgres_admin
+
+    from fer_tune.cli.main import main
+
+    port = free_port()
+    with postgres_database() as store:
+        with serving(
+            postgres_server(store, tmp_path, port), "/health", port, cwd=tmp_path, env=subprocess_env(**SERVER_ENV)
+        ):
+            name = store.rsplit("/", 1)[1]
+            with psycopg.connect(postgres_admin(), autocommit=True) as connection:  # the database goes away
+                connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+            uri = f"http://127.0.0.1:{port}"
+            start = time.monotonic()
+            assert main(["models", "list", "--tracking-uri", uri]) == 1
+            assert time.monotonic() - start < 30
+    err = capsys.readouterr().err
+    assert err.startswith(f"fer-tune: error: MLflow store {uri}: the server answers but its backend store fails (")
+    assert err.count("\n") == 1 and "--backend-store-uri" in err, err
+
+
+@pytest.mark.integration
+def test_two_sweeps_at_once_into_one_server_and_one_model(tmp_path, blob_csv):
+    """Two drivers, started together, track into one `mlflow server` on PostgreSQL under one registered model
+    name: each trial is recorded once under its own sweep's parent, and the promotion ends with one champion
+    (the better, or on a tie the version registered first) and the other version as challenger."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", **SERVER_ENV)
+    (tmp_path / "pair.yaml").write_text(
+        "name: pair\nsearch: {algorithm: grid}\npruner: {name: none}\nmlflow: {register_as: fer-pair}\n"
+        "budget: {num_samples: 1, max_epochs: 1, max_concurrent: 1}\nresources: {cpu: 1}\n"
+        "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n  lr: {grid: [3.0e-3, 1.0e-3]}\n"
+    )
+    with postgres_database() as store, serving(postgres_server(store, tmp_path, port), "/health", port, env=env,
+                                               cwd=tmp_path):  # fmt: skip
+        drivers = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "fer_tune.cli", "run", "pair.yaml", "--data", str(blob_csv), "--name", name],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for name in ("left", "right")
+        }
+        for name, driver in drivers.items():
+            output = driver.communicate(timeout=900)[0]
+            assert driver.returncode == 0, (name, output[-3000:])
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("pair").experiment_id
+        for name in drivers:
+            [parent] = client.search_runs(
+                [experiment], f"tags.`fer_tune.role` = 'sweep' and tags.`fer_tune.sweep` = '{name}'"
+            )
+            children = client.search_runs(
+                [experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`fer_tune.role` = 'trial'"
+            )
+            trials = pd.read_csv(tmp_path / "results" / name / "trials.csv")
+            assert sorted(r.data.tags["ray.trial_id"] for r in children) == sorted(trials["trial_id"]), name
+        versions = {str(v.version): v for v in client.search_model_versions("name = 'fer-pair'")}
+        assert len(versions) == 2
+        accuracy = {k: client.get_run(v.run_id).data.metrics["test_accuracy"] for k, v in versions.items()}
+        champion = max(versions, key=lambda k: (accuracy[k], -int(k)))
+        aliases = {alias: str(v) for alias, v in client.get_registered_model("fer-pair").aliases.items()}
+        assert aliases == {"champion": champion, "challenger": ({"1", "2"} - {champion}).pop()}, (aliases, accuracy)

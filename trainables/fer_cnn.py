@@ -44,6 +44,9 @@ def train_fer_cnn(config: dict, data: FerDataset, unavailable: dict[str, str] | 
             resume = load_checkpoint(folder)
 
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran; Ray's node_ip is shared on one host
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]  # the GPU(s) Ray gave this trial: CUDA_VISIBLE_DEVICES shows them
+    check_cuda(gpu_ids, train_config.device)
+    started_at = time.time()
     # params, macs, latency_ms: measured once, before training, and reported with every epoch (objectives may use them)
     cost = model_cost(train_config.model_copy(update={"pretrained": False}), data.num_classes)
 
@@ -52,7 +55,24 @@ def train_fer_cnn(config: dict, data: FerDataset, unavailable: dict[str, str] | 
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(state.state_dict(), folder)
             # reported_at: when the epoch ended, on the wall clock (bench/ lines trials' epochs up with it)
-            extra = {"node_id": node_id, "reported_at": reported_at, **cost}
+            extra = {"node_id": node_id, "reported_at": reported_at, "started_at": started_at}
+            extra["gpu_ids"] = ",".join(gpu_ids)
+            extra.update(cost)
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     fit(train_config, data, report, resume=resume)
+
+
+def check_cuda(gpu_ids: list[str], device: str) -> None:
+    """A trial Ray gave a GPU trains on it: where CUDA is missing, fail in one line rather than on the CPU unseen.
+
+    `device: cpu` in the space asks for the CPU on purpose, and is left alone.
+    """
+    if gpu_ids and device != "cpu" and not torch.cuda.is_available():
+        import socket
+
+        raise FerTuneError(
+            f"trial holds GPU {','.join(gpu_ids)} (resources.gpu / --gpus-per-trial) but CUDA is not available on "
+            f"{socket.gethostname()} (torch {torch.__version__}); install a CUDA build of torch there, declare no GPU "
+            "for that node (ray start --num-gpus 0), or use --gpus-per-trial 0"
+        )

@@ -132,10 +132,31 @@ def _check_server(uri: str, shown: str) -> None:
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except (MlflowException, OSError) as err:
+            if _server_failed(err):
+                raise FerTuneError(
+                    f"MLflow store {shown}: the server answers but its backend store fails ({_store_reason(err)}); "
+                    "start the database behind `mlflow server --backend-store-uri`, or run with --no-track"
+                ) from None
             raise FerTuneError(
                 f"MLflow store {shown}: no answer within {PROBE_TIMEOUT_S} s ({_reason(err)}); start the server, "
                 "fix MLFLOW_TRACKING_URI, or run with --no-track"
             ) from None
+
+
+def _server_failed(err: Exception) -> bool:
+    """Whether the server answered, with a 5xx: MLflow's store behind it (its database) failed."""
+    from mlflow.exceptions import RestException
+
+    text = getattr(err, "message", None) or str(err)
+    answered = ("error responses", "failed with error code 5")  # a 5xx without a JSON body, retried or not
+    return isinstance(err, RestException) or any(marker in text for marker in answered)
+
+
+def _store_reason(err: Exception) -> str:
+    """The database's complaint, from the server's error: `(psycopg.OperationalError) connection failed: ...`."""
+    text = (getattr(err, "message", None) or str(err)).strip()
+    text = re.sub(r"^[A-Z_]+: ", "", text)  # the REST error code
+    return redact(" ".join(text.split()))[:160]
 
 
 def _reason(err: Exception) -> str:
