@@ -36,16 +36,12 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory, blob_csv):
     """The planted sweep, run untracked in a fresh folder: (folder, Sweep)."""
-    import ray
-
     from fer_tune.cli.sweep import run_space
     from fer_tune.search.sweep_file import load_space
 
     folder = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        if not ray.is_initialized():
-            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        patch.chdir(folder)  # run_space starts (or joins) the local Ray as `fer-tune run` does
         (folder / "planted.yaml").write_text(PLANTED)
         sweep, tracking = run_space(load_space("planted.yaml"), data_source=str(blob_csv), name="planted", track=False)
     assert tracking is None and not (folder / "results" / "mlflow.db").exists()

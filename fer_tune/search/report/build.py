@@ -22,6 +22,7 @@ from fer_tune.errors import FerTuneError
 from fer_tune.search.report import stats
 from fer_tune.search.report.importance import importances, rung_scores, top_pair
 from fer_tune.search.report.predictions import PREDICTIONS_FILE, PREDICTIONS_META
+from fer_tune.search.report.seed_table import applies, seed_table
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 RERUNS_FILE = "reruns.csv"
@@ -61,6 +62,7 @@ def build_report(folder: Path) -> dict:
         "what_mattered": what_mattered(trials, curves, searched, metric, mode),
         "cost": cost(trials, curves, space, metric, mode),
         "reruns": reruns(folder),
+        "seed_table": seed_table(trials, metric, mode) if applies(trials) else [],
     }
 
 

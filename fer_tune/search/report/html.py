@@ -31,6 +31,7 @@ def render(report: dict, folder: Path) -> str:
         f"metric {escape(report['metric'])} ({report['mode']}) · images: "
         + ", ".join(f"{k} {v}" for k, v in report["data"]["images"].items())
         + "</p>",
+        _seed_table(report),
         _answer(report),
         _how_sure(report),
         _reruns(report),
@@ -91,6 +92,17 @@ def _answer(report: dict) -> str:
     out.append(_table(recall, ["class", "images", "recall", "95% interval (Wilson)"]))
     out.append(_img(figures.confusion(shown["confusion"], report["data"]["classes"]), "confusion matrix"))
     return "\n".join(out)
+
+
+def _seed_table(report: dict) -> str:
+    """Tandon 2020's table shape, first, where the sweep searched its axes (fer_tune.search.report.seed_table)."""
+    table = report.get("seed_table")
+    if not table:
+        return ""
+    columns = [c for c in table[0] if c not in ("trials", "best", "mean")]
+    rows = [[r[c] for c in columns] + [r["trials"], _pct(r["best"]), _pct(r["mean"])] for r in table]
+    return (f"<h2>Tandon 2020's table: best and mean {escape(report['metric'])} per cell</h2>"
+            + _table(rows, [*columns, "trials", "best", "mean"], left=len(columns)))  # fmt: skip
 
 
 def _how_sure(report: dict) -> str:
