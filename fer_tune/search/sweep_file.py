@@ -92,13 +92,6 @@ class MlflowConfig(Strict):
     register_as: str = "fer-emotion"
 
 
-class SelectConfig(Strict):
-    """Re-train the top configurations with fresh seeds after the search; the champion is the best mean."""
-
-    top_k: int = Field(0, ge=0)  # configurations re-trained; 0: off (the best single trial is the champion)
-    seeds: int = Field(3, ge=1)  # fresh seeds per configuration
-
-
 class SpaceFile(Strict):
     """A whole search-space YAML file."""
 
@@ -112,7 +105,6 @@ class SpaceFile(Strict):
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
     mlflow: MlflowConfig = MlflowConfig()
-    select: SelectConfig = SelectConfig()
     # Registry promotion: "better" (a strictly higher test accuracy takes @champion) or "significant"
     # (also McNemar's exact test on the same test images, p < 0.05: fer_tune.tracking.paired).
     promote: Literal["better", "significant"] = "better"

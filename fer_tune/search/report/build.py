@@ -4,7 +4,7 @@
     write_report(Path("results/quick-20260101-120000"))
 
 Reads trials.csv, curves.csv, sweep.json and, when the sweep wrote them, predictions.csv/.json
-(fer_tune.search.report.predictions) and reruns.csv (the `select:` re-runs). No MLflow, no Ray, no
+(fer_tune.search.report.predictions). No MLflow, no Ray, no
 data: a report rebuilt from the same folder is byte-identical (seeded bootstrap and forest, PNGs
 without timestamps). Sections: the answer, how sure, what mattered, what it cost.
 """
@@ -25,7 +25,6 @@ from fer_tune.search.report.predictions import PREDICTIONS_FILE, PREDICTIONS_MET
 from fer_tune.search.report.seed_table import applies, seed_table
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
-RERUNS_FILE = "reruns.csv"
 NEEDED = ("trials.csv", "curves.csv", "sweep.json")
 
 
@@ -61,7 +60,6 @@ def build_report(folder: Path) -> dict:
         "how_sure": how_sure(predictions),
         "what_mattered": what_mattered(trials, curves, searched, metric, mode),
         "cost": cost(trials, curves, space, metric, mode),
-        "reruns": reruns(folder),
         "seed_table": seed_table(trials, metric, mode) if applies(trials) else [],
     }
 
@@ -211,16 +209,6 @@ def _trainer_seconds(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.Series:
         summed = curves.groupby("trial_id")["epoch_seconds"].sum()
         return trials["trial_id"].map(summed).fillna(trials["wall_seconds"]).set_axis(trials.index)
     return trials["wall_seconds"].fillna(0.0)
-
-
-def reruns(folder: Path) -> list[dict]:
-    """Mean ± sd of the metric per re-trained configuration (`select:`), best mean first; [] without re-runs."""
-    path = folder / RERUNS_FILE
-    if not path.is_file():
-        return []
-    frame = pd.read_csv(path)
-    summary = frame.groupby("config")["metric"].agg(["count", "mean", "std"]).reset_index()
-    return summary.sort_values("mean", ascending=False).to_dict("records")
 
 
 def _params(trials: pd.DataFrame) -> list[str]:

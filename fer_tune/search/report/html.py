@@ -34,7 +34,6 @@ def render(report: dict, folder: Path) -> str:
         _seed_table(report),
         _answer(report),
         _how_sure(report),
-        _reruns(report),
         _mattered(report),
         _cost(report),
         _curves(report, folder),
@@ -125,15 +124,6 @@ def _how_sure(report: dict) -> str:
                              "only champion right / only rival right", "McNemar exact p"]))  # fmt: skip
     out.append(f"<p class=muted>Paired on the same {sure['n']} {escape(sure['split'])} images.</p>")
     return "\n".join(out)
-
-
-def _reruns(report: dict) -> str:
-    if not report.get("reruns"):
-        return ""
-    rows = [(r["config"], r["count"], f"{r['mean']:.4f}", "" if pd.isna(r["std"]) else f"{r['std']:.4f}")
-            for r in report["reruns"]]  # fmt: skip
-    return ("<h2>Re-runs with fresh seeds</h2><p>The champion is the configuration with the best mean.</p>"
-            + _table(rows, ["configuration", "seeds", f"mean {report['metric']}", "sd"]))  # fmt: skip
 
 
 def _mattered(report: dict) -> str:
