@@ -31,6 +31,7 @@ space:
 """
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "report.png"  # the README's picture
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,8 @@ def test_report_renders_offline_in_headless_chromium(planted, tmp_path):
             if '"Network.requestWillBeSent"' in entry["message"]
         ]
         assert requested and all(url.startswith(("file://", "data:")) for url in requested), requested
+        driver.set_window_size(1100, 1500)
+        driver.save_screenshot(str(DOCS_SCREENSHOT))
     finally:
         driver.quit()
 
