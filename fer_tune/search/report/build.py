@@ -150,8 +150,10 @@ def what_mattered(trials: pd.DataFrame, curves: pd.DataFrame, searched: list[str
     frame = trials.assign(score=score)
     found = importances(frame, searched, mode)
     varying = [p for p in searched if p in frame and frame[p].astype(object).nunique(dropna=False) > 1]
+    bounded = metric != "val_loss"  # accuracy and macro-F1 lie in [0, 1]: so do their intervals
     marginals = {
-        p: stats.marginal(frame, p, "score", best=f"best_{metric}", mode=mode).to_dict("records") for p in varying
+        p: _clip(stats.marginal(frame, p, "score", best=f"best_{metric}", mode=mode), bounded).to_dict("records")
+        for p in varying
     }
     out = {"rung": rung, "trials_scored": int(score.notna().sum()), "importance": found, "marginals": marginals}
     pair = top_pair(found)
@@ -162,6 +164,10 @@ def what_mattered(trials: pd.DataFrame, curves: pd.DataFrame, searched: list[str
         out["interaction"] = {"params": [a, b], "cells": table.set_axis([a, b, "trials", "mean"], axis=1)
                               .to_dict("records")}  # fmt: skip
     return out
+
+
+def _clip(table: pd.DataFrame, bounded: bool) -> pd.DataFrame:
+    return table.assign(low=table["low"].clip(lower=0), high=table["high"].clip(upper=1)) if bounded else table
 
 
 def planned(trials: pd.DataFrame, space: dict) -> pd.Series:

@@ -145,7 +145,8 @@ def _mattered(report: dict) -> str:
                     for r in table]  # fmt: skip
             out.append(f"<h4>{escape(param)}</h4>" + _table(rows, ["value", "trials", "mean", "95% interval",
                                                                    f"best {metric}"]))  # fmt: skip
-        out.append(_img(figures.marginals(mattered["marginals"], "score"), "marginal effects"))
+        label = f"{metric} by epoch {mattered['rung']}"
+        out.append(_img(figures.marginals(mattered["marginals"], label), "marginal effects"))
     if "interaction" in mattered:
         a, b = mattered["interaction"]["params"]
         out.append(f"<h3>Interaction of the top pair: {escape(a)} × {escape(b)}</h3>")
