@@ -31,6 +31,7 @@ space:
 """
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "report.png"  # the README's picture
 
 
 @pytest.fixture(scope="module")
@@ -137,5 +138,44 @@ def test_report_renders_offline_in_headless_chromium(planted, tmp_path):
             if '"Network.requestWillBeSent"' in entry["message"]
         ]
         assert requested and all(url.startswith(("file://", "data:")) for url in requested), requested
+        driver.set_window_size(1100, 1500)
+        driver.save_screenshot(str(DOCS_SCREENSHOT))
     finally:
         driver.quit()
+
+
+def test_tracked_end_logs_the_report_and_tests_against_the_previous_champion(planted, monkeypatch):
+    """The tracker's end of a sweep, twice on the planted sweep's results (no more training): first with the
+    runner-up as the sweep's best, registered as champion with the report on its parent run; then the real
+    best under `promote: significant`, compared with it by McNemar's test on the same test images."""
+    import dataclasses
+
+    import mlflow
+
+    from fer_tune.search.report.stats import ALPHA
+    from fer_tune.tracking.tracker import Tracker
+
+    folder, sweep = planted
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ranked = sorted((r for r in sweep.records if r.best_metric is not None), key=lambda r: -r.best_metric)
+    first = dataclasses.replace(sweep, best=ranked[1])
+    outcome = Tracker.for_sweep(first.space, first.name, first.data).finish(first)
+    assert outcome.registration.alias == "champion", outcome.message
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'results' / 'mlflow.db'}")
+    parent = client.get_run(outcome.registration.run_id).data.tags["mlflow.parentRunId"]
+    assert {"report.html", "report.json"} <= {a.path for a in client.list_artifacts(parent)}
+
+    shutil.copytree(folder / "results" / "planted", folder / "results" / "again")
+    space = sweep.space.model_copy(update={"promote": "significant"})
+    again = dataclasses.replace(sweep, name="again", space=space, out_dir=Path("results") / "again")
+    second = Tracker.for_sweep(space, "again", sweep.data).finish(again).registration
+    tags = client.get_model_version(second.name, second.version).tags
+    assert tags["promote_rule"] == "significant" and "McNemar exact p" in tags["paired_test"], tags
+    previous = json.loads((folder / "results" / "again" / "report.json").read_text())["how_sure"]["previous_champion"]
+    assert previous["id"] == f"{second.name} version {outcome.registration.version}"
+    significant = previous["p_value"] < ALPHA and previous["difference"] > 0
+    assert second.alias == ("champion" if significant else "challenger"), (previous, tags)
+    parent = client.get_run(second.run_id).data.tags["mlflow.parentRunId"]
+    logged = client.download_artifacts(parent, "report.json")
+    assert "previous_champion" in json.loads(Path(logged).read_text())["how_sure"]

@@ -144,13 +144,6 @@ def _named(value: Any, check) -> str:
         raise ValueError(str(err).removeprefix("name: ")) from None
 
 
-class SelectConfig(Strict):
-    """Re-train the top configurations with fresh seeds after the search; the champion is the best mean."""
-
-    top_k: int = Field(0, ge=0)  # configurations re-trained; 0: off (the best single trial is the champion)
-    seeds: int = Field(3, ge=1)  # fresh seeds per configuration
-
-
 class SpaceFile(Strict):
     """A whole search-space YAML file."""
 
@@ -168,7 +161,6 @@ class SpaceFile(Strict):
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
     mlflow: dict[str, Any] = Field(default_factory=dict)  # the tracker's own section: fer_tune.tracking validates it
-    select: SelectConfig = SelectConfig()
     # Registry promotion: "better" (a strictly higher test accuracy takes @champion) or "significant"
     # (also McNemar's exact test on the same test images, p < 0.05: fer_tune.tracking.paired).
     promote: Literal["better", "significant"] = "better"

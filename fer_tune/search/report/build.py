@@ -4,7 +4,7 @@
     write_report(Path("results/quick-20260101-120000"))
 
 Reads trials.csv, curves.csv, sweep.json and, when the sweep wrote them, predictions.csv/.json
-(fer_tune.search.report.predictions) and reruns.csv (the `select:` re-runs). No MLflow, no Ray, no
+(fer_tune.search.report.predictions). No MLflow, no Ray, no
 data: a report rebuilt from the same folder is byte-identical (seeded bootstrap and forest, PNGs
 without timestamps). Sections: the answer, how sure, what mattered, what it cost.
 """
@@ -22,9 +22,9 @@ from fer_tune.errors import FerTuneError
 from fer_tune.search.report import stats
 from fer_tune.search.report.importance import importances, rung_scores, top_pair
 from fer_tune.search.report.predictions import PREDICTIONS_FILE, PREDICTIONS_META
+from fer_tune.search.report.seed_table import applies, seed_table
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
-RERUNS_FILE = "reruns.csv"
 NEEDED = ("trials.csv", "curves.csv", "sweep.json")
 
 
@@ -60,7 +60,7 @@ def build_report(folder: Path) -> dict:
         "how_sure": how_sure(predictions),
         "what_mattered": what_mattered(trials, curves, searched, metric, mode),
         "cost": cost(trials, curves, space, metric, mode),
-        "reruns": reruns(folder),
+        "seed_table": seed_table(trials, metric, mode) if applies(trials) else [],
     }
 
 
@@ -150,8 +150,10 @@ def what_mattered(trials: pd.DataFrame, curves: pd.DataFrame, searched: list[str
     frame = trials.assign(score=score)
     found = importances(frame, searched, mode)
     varying = [p for p in searched if p in frame and frame[p].astype(object).nunique(dropna=False) > 1]
+    bounded = metric != "val_loss"  # accuracy and macro-F1 lie in [0, 1]: so do their intervals
     marginals = {
-        p: stats.marginal(frame, p, "score", best=f"best_{metric}", mode=mode).to_dict("records") for p in varying
+        p: _clip(stats.marginal(frame, p, "score", best=f"best_{metric}", mode=mode), bounded).to_dict("records")
+        for p in varying
     }
     out = {"rung": rung, "trials_scored": int(score.notna().sum()), "importance": found, "marginals": marginals}
     pair = top_pair(found)
@@ -162,6 +164,10 @@ def what_mattered(trials: pd.DataFrame, curves: pd.DataFrame, searched: list[str
         out["interaction"] = {"params": [a, b], "cells": table.set_axis([a, b, "trials", "mean"], axis=1)
                               .to_dict("records")}  # fmt: skip
     return out
+
+
+def _clip(table: pd.DataFrame, bounded: bool) -> pd.DataFrame:
+    return table.assign(low=table["low"].clip(lower=0), high=table["high"].clip(upper=1)) if bounded else table
 
 
 def planned(trials: pd.DataFrame, space: dict) -> pd.Series:
@@ -209,16 +215,6 @@ def _trainer_seconds(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.Series:
         summed = curves.groupby("trial_id")["epoch_seconds"].sum()
         return trials["trial_id"].map(summed).fillna(trials["wall_seconds"]).set_axis(trials.index)
     return trials["wall_seconds"].fillna(0.0)
-
-
-def reruns(folder: Path) -> list[dict]:
-    """Mean ± sd of the metric per re-trained configuration (`select:`), best mean first; [] without re-runs."""
-    path = folder / RERUNS_FILE
-    if not path.is_file():
-        return []
-    frame = pd.read_csv(path)
-    summary = frame.groupby("config")["metric"].agg(["count", "mean", "std"]).reset_index()
-    return summary.sort_values("mean", ascending=False).to_dict("records")
 
 
 def _params(trials: pd.DataFrame) -> list[str]:

@@ -31,9 +31,9 @@ def render(report: dict, folder: Path) -> str:
         f"metric {escape(report['metric'])} ({report['mode']}) · images: "
         + ", ".join(f"{k} {v}" for k, v in report["data"]["images"].items())
         + "</p>",
+        _seed_table(report),
         _answer(report),
         _how_sure(report),
-        _reruns(report),
         _mattered(report),
         _cost(report),
         _curves(report, folder),
@@ -93,6 +93,17 @@ def _answer(report: dict) -> str:
     return "\n".join(out)
 
 
+def _seed_table(report: dict) -> str:
+    """Tandon 2020's table shape, first, where the sweep searched its axes (fer_tune.search.report.seed_table)."""
+    table = report.get("seed_table")
+    if not table:
+        return ""
+    columns = [c for c in table[0] if c not in ("trials", "best", "mean")]
+    rows = [[r[c] for c in columns] + [r["trials"], _pct(r["best"]), _pct(r["mean"])] for r in table]
+    return (f"<h2>Tandon 2020's table: best and mean {escape(report['metric'])} per cell</h2>"
+            + _table(rows, [*columns, "trials", "best", "mean"], left=len(columns)))  # fmt: skip
+
+
 def _how_sure(report: dict) -> str:
     sure = report["how_sure"]
     if not sure:
@@ -115,15 +126,6 @@ def _how_sure(report: dict) -> str:
     return "\n".join(out)
 
 
-def _reruns(report: dict) -> str:
-    if not report.get("reruns"):
-        return ""
-    rows = [(r["config"], r["count"], f"{r['mean']:.4f}", "" if pd.isna(r["std"]) else f"{r['std']:.4f}")
-            for r in report["reruns"]]  # fmt: skip
-    return ("<h2>Re-runs with fresh seeds</h2><p>The champion is the configuration with the best mean.</p>"
-            + _table(rows, ["configuration", "seeds", f"mean {report['metric']}", "sd"]))  # fmt: skip
-
-
 def _mattered(report: dict) -> str:
     mattered, metric = report["what_mattered"], report["metric"]
     out = [
@@ -143,7 +145,8 @@ def _mattered(report: dict) -> str:
                     for r in table]  # fmt: skip
             out.append(f"<h4>{escape(param)}</h4>" + _table(rows, ["value", "trials", "mean", "95% interval",
                                                                    f"best {metric}"]))  # fmt: skip
-        out.append(_img(figures.marginals(mattered["marginals"], "score"), "marginal effects"))
+        label = f"{metric} by epoch {mattered['rung']}"
+        out.append(_img(figures.marginals(mattered["marginals"], label), "marginal effects"))
     if "interaction" in mattered:
         a, b = mattered["interaction"]["params"]
         out.append(f"<h3>Interaction of the top pair: {escape(a)} × {escape(b)}</h3>")
