@@ -90,6 +90,7 @@ class ModelInfo(BaseModel):
     checkpoint_epoch: int | None
     data_source: str | None
     tta: str | None  # the test-time augmentation the model averages over: none, flip or tencrop
+    latency_ms: float | None = Field(None, description="one face, batch 1, CPU, 1 thread, as its sweep measured it")
 
 
 class ErrorBody(BaseModel):
@@ -170,6 +171,7 @@ def model_info(uri: str, entry: RegistryEntry, model: LoadedModel) -> ModelInfo:
         checkpoint_epoch=meta.get("checkpoint_epoch"),
         data_source=data.get("source"),
         tta=meta.get("tta"),
+        latency_ms=meta.get("cost", {}).get("latency_ms"),
     )
 
 

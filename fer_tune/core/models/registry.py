@@ -180,7 +180,7 @@ def create_model(
         dense_units=dense_units,
         image_size=image_size,
     )
-    problem = knob_problem(name, knobs)
+    problem = knob_problem(name, {**knobs, "separable": separable})
     if problem:
         key, why = problem
         raise FerTuneError(f"model argument {key}: {why}")
