@@ -139,3 +139,53 @@ def test_promotion_on_a_hand_made_rung_table():
     assert promoted({"a": [0.9, -9.0]}, [0.2, -1.0], reduction_factor=2) is False
     assert promoted({"a": [0.9, -9.0], "b": [0.8, -8.0]}, [0.2, -1.0], reduction_factor=2)
     assert promoted({}, [0.0, 0.0], reduction_factor=3)  # the first at a rung always goes on
+
+
+# ---- the Ray Tune scheduler on hand-made results (no trials run)
+
+
+def moo_space(tmp_path):
+    return load(
+        tmp_path,
+        "objectives: [{metric: val_accuracy, mode: max}, {metric: macs, mode: min}]\n"
+        "pruner: {name: asha, grace_period: 1, reduction_factor: 2}\nbudget: {max_epochs: 4}\n",
+    )
+
+
+def test_the_scheduler_ranks_vectors_and_its_state_survives_a_restart(tmp_path):
+    from types import SimpleNamespace
+
+    from fer_tune.search.mo_pruner import MultiObjectiveASHA, build_scheduler
+
+    def fresh():
+        scheduler = build_scheduler(moo_space(tmp_path), state_dir=tmp_path / "experiment")
+        scheduler.set_search_properties("val_accuracy", "max")
+        return scheduler
+
+    scheduler = fresh()
+    assert isinstance(scheduler, MultiObjectiveASHA)
+    trials = {name: SimpleNamespace(trial_id=name) for name in ("big", "dull", "small")}
+    for trial in trials.values():
+        scheduler.on_trial_add(None, trial)
+    epoch1 = {"big": (0.9, 9e6), "dull": (0.2, 9e6), "small": (0.3, 1e6)}
+
+    def report(scheduler, name):
+        accuracy, macs = epoch1[name]
+        return scheduler.on_trial_result(None, trials[name], {"epoch": 1, "val_accuracy": accuracy, "macs": macs})
+
+    assert report(scheduler, "big") == "CONTINUE"  # first at the rung
+    assert report(scheduler, "dull") == "STOP"  # dominated by big: single-objective ASHA would stop it too
+    # Less accurate than big, so plain ASHA would stop it; on the front, second of 3, top ceil(3/2) = 2: goes on.
+    assert report(scheduler, "small") == "CONTINUE"
+
+    restarted = fresh()  # as after Tuner.restore: the rungs and decisions come back from pruner_state.pkl
+    assert report(restarted, "dull") == "STOP" and report(restarted, "small") == "CONTINUE"
+    assert set(restarted._brackets[0]._rungs[-1][1]) == {"big", "dull", "small"}
+
+
+def test_a_single_objective_space_keeps_plain_persistent_asha(tmp_path):
+    from fer_tune.search.mo_pruner import MultiObjectiveASHA, build_scheduler
+    from fer_tune.search.pruners import PersistentASHA
+
+    scheduler = build_scheduler(load(tmp_path, ""), state_dir=tmp_path)
+    assert isinstance(scheduler, PersistentASHA) and not isinstance(scheduler, MultiObjectiveASHA)

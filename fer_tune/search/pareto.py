@@ -59,10 +59,12 @@ def champion_rule(space: SpaceFile) -> ChampionRule:
 
 
 def pick_champion(records: list[TrialRecord], space: SpaceFile) -> TrialRecord | None:
-    """The front member the `champion:` rule picks; None when none meets its `where`."""
+    """The front member the `champion:` rule picks (with one objective: any scored trial); None when none
+    meets its `where`."""
     rule = champion_rule(space)
     mode = next((o.mode for o in space.objective_list if o.metric == rule.metric), space.mode)
-    admitted = [(r, trial_values(r)) for r in front_members(records, space)]
+    candidates = front_members(records, space) if space.multi_objective else scored(records)
+    admitted = [(r, trial_values(r)) for r in candidates]
     admitted = [(r, v) for r, v in admitted if rule.admits(v) and v.get(rule.metric) is not None]
     if not admitted:
         return None

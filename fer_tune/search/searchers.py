@@ -1,10 +1,10 @@
 """Searchers: what proposes the next trial's configuration.
 
-optuna (TPE over the define-by-run space, the default), nsga2 (Optuna's NSGA-II over the same
-space), random (Optuna's random sampler over it) and grid (every combination, through Ray's
+optuna (over the define-by-run space, the default: TPE, or NSGA-II with `search.sampler: nsga2`),
+random (Optuna's random sampler over the same space) and grid (every combination, through Ray's
 BasicVariantGenerator). With several objectives (`objectives:`) Optuna's study has one direction
 per objective and is told every objective of a trial when it ends: TPE is then Optuna's
-multi-objective TPE (MOTPE), and NSGA-II is the genetic algorithm made for fronts.
+multi-objective TPE (MOTPE), and NSGA-II the genetic algorithm made for fronts.
 
 With a warm start (fer_tune.search.warm_start) the Optuna searchers begin with the earlier
 trials as observations in their study, not trained again: completed ones as complete, stopped
@@ -34,8 +34,9 @@ def build_searcher(space: SpaceFile, warm: WarmStart | None = None):
         return BasicVariantGenerator(max_concurrent=space.budget.max_concurrent or 0)
     import optuna
 
-    samplers = {"optuna": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
-    sampler = samplers.get(algorithm, optuna.samplers.RandomSampler)(seed=space.search.seed)
+    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
+    sampler_class = samplers[space.search.sampler] if algorithm == "optuna" else optuna.samplers.RandomSampler
+    sampler = sampler_class(seed=space.search.seed)
     if space.multi_objective:  # Ray's OptunaSearch takes lists: one study direction per objective
         metric, mode = [o.metric for o in space.objectives], [o.mode for o in space.objectives]
         return OptunaSearch(space=define_by_run(space), metric=metric, mode=mode, sampler=sampler)

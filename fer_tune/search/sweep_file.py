@@ -86,7 +86,8 @@ class DataConfig(Strict):
 
 
 class SearchConfig(Strict):
-    algorithm: Literal["optuna", "nsga2", "random", "grid"] = "optuna"  # optuna: TPE; nsga2: Optuna's NSGA-II
+    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    sampler: Literal["tpe", "nsga2"] = "tpe"  # algorithm optuna's sampler: TPE, or NSGA-II (for several objectives)
     seed: int | None = 0
 
 

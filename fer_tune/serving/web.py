@@ -92,6 +92,7 @@ class ModelInfo(BaseModel):
     data_source: str | None
     trained_on: str = Field(description="what the model was trained on, in words: the page shows it beside predictions")
     tta: str | None  # the test-time augmentation the model averages over: none, flip or tencrop
+    latency_ms: float | None = Field(None, description="one face, batch 1, CPU, 1 thread, as its sweep measured it")
 
 
 class ErrorBody(BaseModel):
@@ -175,6 +176,7 @@ def model_info(uri: str, entry: RegistryEntry, model: LoadedModel) -> ModelInfo:
         data_source=data.get("source"),
         trained_on=trained_on(data.get("source")),
         tta=meta.get("tta"),
+        latency_ms=meta.get("cost", {}).get("latency_ms"),
     )
 
 

@@ -243,4 +243,5 @@ def _metadata(sweep: Sweep, state: dict, config, scores: dict, split_name: str) 
         "checkpoint_epoch": int(state["epoch"]),
         "train_config": config.model_dump(),
         "torchscript": f"extra_files/{TORCHSCRIPT_FILE}",
+        "cost": dict(sweep.best.cost),  # params, macs, latency_ms (fer_tune.core.cost); `serve` shows latency
     }

@@ -43,6 +43,11 @@ async function showModel() {
       metric.append(el("strong", "", percent(model.test_accuracy)), ` ${model.eval_split || "test"} accuracy`);
       panel.append(metric);
     }
+    if (model.latency_ms !== null) {
+      const latency = el("span", "metric");
+      latency.append(el("strong", "", `${model.latency_ms.toFixed(1)} ms`), " per face (CPU, 1 thread)");
+      panel.append(latency);
+    }
     const details = [model.architecture, model.sweep && `sweep ${model.sweep}`].filter(Boolean).join(" · ");
     if (details) panel.append(el("span", "", details));
     trainedOn = model.trained_on;

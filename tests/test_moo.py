@@ -1,0 +1,136 @@
+"""Multi-objective sweeps on real Ray, Optuna and MLflow: pruning by rank, the front, its registration,
+the champion under a constraint, and a SIGKILLed sweep resumed.
+
+The grid runs one trial at a time (max_concurrent 1), so the rungs fill in a known order:
+wide/lr 3e-3 learns the blobs; wide/lr 1e-5 learns nothing at the same MACs, so it is dominated
+and multi-objective ASHA stops it at the first rung; narrow/lr 3e-3 has a quarter of the MACs, is
+on the front whatever its accuracy, and is the only trial within the champion rule's MACs bound.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from fer_tune.cli.main import main
+from fer_tune.cli.sweep import run_space
+from fer_tune.core.config import TrainConfig
+from fer_tune.core.cost import model_cost
+from fer_tune.search.sweep_file import load_space
+
+pytestmark = pytest.mark.integration
+
+MODEL = "fer-moo"
+
+
+def narrow_macs() -> int:
+    return model_cost(TrainConfig(model="basic", width=0.25), num_classes=7, runs=1)["macs"]
+
+
+def space_text(name: str, axes: str, bound: float, epochs: int = 3) -> str:
+    return f"""name: {name}
+objectives:
+  - {{metric: val_accuracy, mode: max}}
+  - {{metric: macs, mode: min}}
+champion: {{metric: val_accuracy, where: {{macs: "<= {bound}"}}}}
+search: {{algorithm: grid}}
+pruner: {{name: asha, grace_period: 1, reduction_factor: 2}}
+budget: {{num_samples: 1, max_epochs: {epochs}, max_concurrent: 1}}
+mlflow: {{experiment: fer-moo, register_as: {MODEL}}}
+space:
+  model: basic
+  batch_size: 16
+  augmentation: none
+  dropout: 0.0
+{axes}"""
+
+
+# In this order: (1.0, 3e-3), (1.0, 1e-5), (0.25, 3e-3), (0.25, 1e-5)
+GRID = "  width: {grid: [1.0, 0.25]}\n  lr: {grid: [3.0e-3, 1.0e-5]}\n"
+
+
+def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_the_champion(
+    ray_local, workdir, blob_csv, capsys
+):
+    bound = narrow_macs()
+    (workdir / "moo.yaml").write_text(space_text("moo", GRID, bound))
+    sweep, tracking = run_space(load_space("moo.yaml"), data_source=str(blob_csv), storage=workdir / "ray")
+    trials = sweep.trials.set_index(["width", "lr"])
+    assert {"params", "macs", "latency_ms", "on_front"} <= set(trials.columns)
+    assert (trials["latency_ms"] > 0).all() and trials["macs"].gt(0).all()
+    dull = trials.loc[(1.0, 1.0e-5)]
+    assert dull["status"] == "stopped early" and dull["epochs_run"] == 1  # dominated: stopped at the first rung
+    assert not dull["on_front"] and trials.loc[(0.25, 3.0e-3), "on_front"]
+
+    pareto = pd.read_csv(sweep.out_dir / "pareto.csv")
+    assert set(pareto["trial_id"]) == set(sweep.trials.loc[sweep.trials["on_front"], "trial_id"])
+    assert pareto["champion"].sum() == 1 and pareto.loc[pareto["champion"], "macs"].item() <= bound
+    assert (sweep.out_dir / "pareto.png").stat().st_size > 10_000
+    assert "front" in (sweep.out_dir / "leaderboard.md").read_text()
+
+    narrow_id = trials.loc[(0.25, 3.0e-3), "trial_id"]
+    registration = tracking.registration
+    assert sweep.best.trial_id == narrow_id and registration.alias == "champion"
+    client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert {v.tags["front_trial_id"] for v in versions} == set(pareto["trial_id"])  # every member, once
+    for version in versions:
+        assert float(version.tags["objective.macs"]) > 0 and 0 <= float(version.tags["objective.val_accuracy"]) <= 1
+    assert client.get_model_version_by_alias(MODEL, "champion").version == registration.version
+    parent = client.search_runs(
+        [client.get_experiment_by_name("fer-moo").experiment_id], "tags.`fer_tune.role` = 'sweep'"
+    )
+    assert "pareto.png" in {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "objectives" in listing and "macs=" in listing
+
+    # A constraint no trial meets: a one-line message, and the champion alias stays where it was.
+    (workdir / "none.yaml").write_text(space_text("none", "  width: 0.25\n  lr: 3.0e-3\n", 1, epochs=1))
+    assert main(["run", "none.yaml", "--data", str(blob_csv), "--storage", str(workdir / "ray")]) != 0
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "champion.where: no trial on the front meets macs <= 1" in error
+    assert client.get_model_version_by_alias(MODEL, "champion").version == registration.version
+
+
+def progress(trial_dir) -> bool:
+    return any((trial_dir).glob("checkpoint_*"))
+
+
+def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupted_one(workdir, blob_csv):
+    grid = "  width: {grid: [1.0, 0.25, 0.5]}\n  lr: {grid: [3.0e-3, 1.0e-5]}\n"
+    (workdir / "exact.yaml").write_text(space_text("exact", grid, narrow_macs(), epochs=4))
+    base = [sys.executable, "-m", "fer_tune.cli", "run", "exact.yaml", "--data", str(blob_csv), "--no-track"]
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    options = dict(cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
+    whole = subprocess.run(base + ["--name", "whole"], **options)
+    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+
+    driver = subprocess.Popen(base + ["--name", "cut"], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    experiment = workdir / "results" / "ray" / "cut"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once two trials are decided and a third is training
+        if len([d for d in experiment.glob("train_fer_cnn_*") if progress(d)]) >= 3:
+            break
+        time.sleep(0.1)
+    driver.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+    driver.wait(timeout=60)
+    assert not (workdir / "results" / "cut" / "trials.csv").exists()  # it really was cut short
+    assert (experiment / "pruner_state.pkl").is_file()
+
+    resumed = subprocess.run(base + ["--name", "cut", "--resume"], **options)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    columns = ["width", "lr", "epochs_run", "status", "best_val_accuracy", "best_epoch", "macs", "on_front"]
+    expected = pd.read_csv(workdir / "results" / "whole" / "trials.csv")[columns].sort_values(["width", "lr"])
+    got = pd.read_csv(workdir / "results" / "cut" / "trials.csv")[columns].sort_values(["width", "lr"])
+    assert (expected["status"] == "stopped early").any()  # the pruner had decisions to lose
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+    pareto = [pd.read_csv(workdir / "results" / name / "pareto.csv") for name in ("whole", "cut")]
+    assert len(pareto[0]) == len(pareto[1]) and pareto[0]["champion"].sum() == pareto[1]["champion"].sum() == 1
