@@ -154,9 +154,15 @@ def sweep_yaml(folder: Path, name: str, body: str, samples: int, top_k: int = 2)
     return path
 
 
-def trials_in_order(workdir: Path, name: str) -> pd.DataFrame:
-    """results/<name>/trials.csv in the order the trials were proposed (Ray's trial ids count up)."""
-    return pd.read_csv(workdir / "results" / name / "trials.csv").sort_values("trial_id").reset_index(drop=True)
+def trials_in_order(workdir: Path, name: str, storage: Path) -> pd.DataFrame:
+    """results/<name>/trials.csv in the order the trials ran (one at a time: by their first report)."""
+    trials = pd.read_csv(workdir / "results" / name / "trials.csv")
+
+    def started(trial_id: str) -> float:
+        first = (storage / name / f"train_fer_cnn_{trial_id}" / "result.json").read_text().splitlines()[0]
+        return json.loads(first)["timestamp"]
+
+    return trials.assign(started=trials["trial_id"].map(started)).sort_values("started").reset_index(drop=True)
 
 
 @pytest.mark.integration
@@ -183,7 +189,7 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
         f"warm start from e1: {len(inside)} of 4 earlier trials used ({skipped}"
         "parameters no longer in the space dropped: dropout)"
     ) in out
-    w1 = trials_in_order(workdir, "w1")
+    w1 = trials_in_order(workdir, "w1", workdir / "ray")
     best = list(inside["lr"])[:2]
     assert list(w1["lr"])[: len(best)] == pytest.approx(best)  # the earlier best first, best of all first
     meta = json.loads((workdir / "results" / "w1" / "sweep.json").read_text())
@@ -200,7 +206,7 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
     assert main(["run", str(v3), "--name", "w2", "--warm-start", "w1", *common]) == 0
     assert "warm start from w1: 3 of 3 earlier trials used" in capsys.readouterr().out
     moved = pd.read_csv(workdir / "w1-moved" / "trials.csv")
-    assert trials_in_order(workdir, "w2")["lr"][0] == pytest.approx(moved.iloc[0]["lr"])  # w1's best
+    assert trials_in_order(workdir, "w2", workdir / "ray")["lr"][0] == pytest.approx(moved.iloc[0]["lr"])  # w1's best
 
 
 @pytest.mark.integration
@@ -233,7 +239,7 @@ def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     resumed = subprocess.run(base + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     assert "not seeding again" in resumed.stdout
-    trials = trials_in_order(workdir, "cut")
+    trials = trials_in_order(workdir, "cut", workdir / "results" / "ray")
     assert len(trials) == 4 and trials["lr"][0] == pytest.approx(1e-3)  # t1, the earlier best in range
     state = max(experiment.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
     saved = pickle.loads(state.read_bytes())
