@@ -228,15 +228,17 @@ def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     env = {**os.environ, "RAY_ADDRESS": "local"}
     driver = subprocess.Popen(base, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     experiment = workdir / "results" / "ray" / "cut"
-    deadline = time.time() + 300
-    while time.time() < deadline and not any((d / "result.json").is_file() and (d / "result.json").stat().st_size
-                                             for d in experiment.glob("train_fer_cnn_*")):  # fmt: skip
+    deadline, reported = time.time() + 600, False
+    while time.time() < deadline and not reported:
+        reported = any((d / "result.json").is_file() and (d / "result.json").stat().st_size
+                       for d in experiment.glob("train_fer_cnn_*"))  # fmt: skip
         time.sleep(0.1)
     driver.send_signal(signal.SIGKILL)
+    assert reported, "the warm-started sweep reported no epoch in 600 s; nothing to resume"
     driver.wait(timeout=60)
     assert not (workdir / "results" / "cut" / "trials.csv").exists()
 
-    resumed = subprocess.run(base + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(base + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     assert "not seeding again" in resumed.stdout
     trials = trials_in_order(workdir, "cut", workdir / "results" / "ray")
