@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.sweep           # short: ~10 min on a 2-core CPU
     .venv/bin/python -m bench.sweep --full    # the whole tandon2020 grid at 150 epochs on 30,000
                                               # faces (sized for GPUs: months on a CPU)
+    .venv/bin/python -m bench.sweep --compare # grid vs random+ASHA vs TPE+ASHA vs warm-started
+                                              # TPE+ASHA over 5 search seeds (bench/compare.py)
 
 Figures:
 * cli_help: wall time of `fer-tune --help` in a fresh process, best of 5.
@@ -285,6 +287,15 @@ def run_efficiency(record: Recorder, full: bool, verbose: int) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.compare:
+        from bench.compare import run_compare
+
+        record = Recorder("sweep", "compare" if args.seeds >= 5 else "compare-reduced", args.out)
+        datasets = args.datasets.split(",")
+        seeds = list(range(args.seeds))
+        lines = run_compare(record, datasets, seeds, args.max_epochs, args.n, ROOT / "results", not args.no_grid)
+        write_readme(args.out)
+        return lines
     record = Recorder("sweep", "full" if args.full else "short", args.out)
     times = cli_help_seconds()
     lines = [
@@ -316,6 +327,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help="quick.yaml as it is and the whole tandon2020 grid")
     parser.add_argument("--skip-quick", action="store_true")
     parser.add_argument("--skip-efficiency", action="store_true")
+    parser.add_argument("--compare", action="store_true", help="only the searcher comparison over seeds")
+    parser.add_argument("--seeds", type=int, default=5, help="--compare: search seeds (fewer: a reduced run)")
+    parser.add_argument("--datasets", default="synthetic,digits", help="--compare: synthetic, digits or both")
+    parser.add_argument("--max-epochs", type=int, default=6, help="--compare: epochs per trial")
+    parser.add_argument("--no-grid", action="store_true", help="--compare: leave the grid out (a reduced run)")
+    parser.add_argument("--n", type=int, default=4000, help="--compare: synthetic faces generated")
     parser.add_argument("--verbose", type=int, default=0, help="Ray Tune's verbosity (0-3)")
     parser.add_argument("--out", type=Path, help="results folder (default results/bench)")
     return parser.parse_args(argv)

@@ -135,3 +135,117 @@ def test_bad_warm_start_values_are_one_line_errors(text, message):
 def test_an_unknown_sweep_names_the_known_ones(tmp_path, earlier):
     with pytest.raises(FerTuneError, match=r"--warm-start nope: no finished sweep .*known: old-1"):
         read_results("nope", "val_accuracy", tmp_path / "results")
+
+
+# ---------------------------------------------------------------------------------- real sweeps
+
+FAST = "  model: basic\n  batch_size: 16\n  augmentation: none\n"
+V1 = FAST + "  lr: {loguniform: [1.0e-4, 1.0e-2]}\n  dropout: {choice: [0.0, 0.25]}\n"
+V2 = FAST + "  lr: {loguniform: [5.0e-4, 1.0e-2]}\n"  # lr narrowed, dropout removed
+
+
+def sweep_yaml(folder: Path, name: str, body: str, samples: int, top_k: int = 2) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nsearch: {{algorithm: optuna, seed: 3}}\npruner: {{name: none}}\n"
+        f"dead_trials: {{enabled: false}}\nwarm_start: {{top_k: {top_k}}}\n"
+        f"budget: {{num_samples: {samples}, max_epochs: 1, max_concurrent: 1}}\nspace:\n{body}"
+    )
+    return path
+
+
+def trials_in_order(workdir: Path, name: str, storage: Path) -> pd.DataFrame:
+    """results/<name>/trials.csv in the order the trials ran (one at a time: by their first report)."""
+    trials = pd.read_csv(workdir / "results" / name / "trials.csv")
+
+    def started(trial_id: str) -> float:
+        first = (storage / name / f"train_fer_cnn_{trial_id}" / "result.json").read_text().splitlines()[0]
+        return json.loads(first)["timestamp"]
+
+    return trials.assign(started=trials["trial_id"].map(started)).sort_values("started").reset_index(drop=True)
+
+
+@pytest.mark.integration
+def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workdir, blob_csv, capsys):
+    """e1 (untracked, --no-track) -> w1 warm-started from results/e1/ in a changed space (counts reported,
+    the earlier best proposed first, recorded on the parent run) -> w2 warm-started from w1 read from MLflow."""
+    from mlflow import MlflowClient
+
+    from fer_tune.cli.main import main
+
+    common = ["--data", str(blob_csv), "--storage", str(workdir / "ray")]
+    v1 = sweep_yaml(workdir, "digits", V1, samples=4)
+    assert main(["run", str(v1), "--name", "e1", "--no-track", *common]) == 0
+    earlier = pd.read_csv(workdir / "results" / "e1" / "trials.csv")
+    inside = earlier[earlier["lr"] >= 5e-4].sort_values("best_val_accuracy", ascending=False)
+    capsys.readouterr()
+
+    v2 = sweep_yaml(workdir, "digits", V2, samples=3)  # the same space name, changed
+    assert main(["run", str(v2), "--name", "w1", "--warm-start", "e1", *common]) == 0
+    out = capsys.readouterr().out
+    outside = len(earlier) - len(inside)
+    skipped = f"{outside} with lr outside the space; " if outside else ""
+    assert (
+        f"warm start from e1: {len(inside)} of 4 earlier trials used ({skipped}"
+        "parameters no longer in the space dropped: dropout)"
+    ) in out
+    w1 = trials_in_order(workdir, "w1", workdir / "ray")
+    best = list(inside["lr"])[:2]
+    assert list(w1["lr"])[: len(best)] == pytest.approx(best)  # the earlier best first, best of all first
+    meta = json.loads((workdir / "results" / "w1" / "sweep.json").read_text())
+    assert meta["run"]["warm_start"]["sources"] == ["e1"] and meta["run"]["warm_start"]["used"] == len(inside)
+    client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    parent = client.search_runs(
+        [client.get_experiment_by_name("digits").experiment_id], "tags.`fer_tune.role` = 'sweep'"
+    )[0]
+    assert parent.data.tags["fer_tune.warm_start"] == "e1"
+    assert parent.data.tags["fer_tune.warm_start_any_data"] == "false"
+
+    (workdir / "results" / "w1").rename(workdir / "w1-moved")  # only MLflow holds w1 now
+    v3 = sweep_yaml(workdir, "digits", V2, samples=1, top_k=1)
+    assert main(["run", str(v3), "--name", "w2", "--warm-start", "w1", *common]) == 0
+    assert "warm start from w1: 3 of 3 earlier trials used" in capsys.readouterr().out
+    moved = pd.read_csv(workdir / "w1-moved" / "trials.csv")
+    assert trials_in_order(workdir, "w2", workdir / "ray")["lr"][0] == pytest.approx(moved.iloc[0]["lr"])  # w1's best
+
+
+@pytest.mark.integration
+def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
+    """SIGKILL a warm-started sweep once its first trial has reported, --resume it: the study it ends with
+    holds each earlier trial once, and every trial of the sweep ran once."""
+    import os
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    old = space_from(workdir, "old", OLD_SPACE)
+    write_earlier(workdir / "results", "old-1", old, EARLIER)
+    sweep_yaml(workdir, "resumed", V2, samples=4)
+    base = [sys.executable, "-m", "fer_tune.cli", "run", "resumed.yaml", "--data", str(blob_csv), "--no-track"]
+    base += ["--name", "cut", "--warm-start", "old-1"]
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    driver = subprocess.Popen(base, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    experiment = workdir / "results" / "ray" / "cut"
+    deadline, reported = time.time() + 600, False
+    while time.time() < deadline and not reported:
+        reported = any((d / "result.json").is_file() and (d / "result.json").stat().st_size
+                       for d in experiment.glob("train_fer_cnn_*"))  # fmt: skip
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    assert reported, "the warm-started sweep reported no epoch in 600 s; nothing to resume"
+    driver.wait(timeout=60)
+    assert not (workdir / "results" / "cut" / "trials.csv").exists()
+
+    resumed = subprocess.run(base + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert "not seeding again" in resumed.stdout
+    trials = trials_in_order(workdir, "cut", workdir / "results" / "ray")
+    assert len(trials) == 4 and trials["lr"][0] == pytest.approx(1e-3)  # t1, the earlier best in range
+    state = max(experiment.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    saved = pickle.loads(state.read_bytes())
+    study = saved["_ot_study"] if isinstance(saved, dict) and "_ot_study" in saved else saved["searcher"]._ot_study
+    seeded = [t.user_attrs[EARLIER_ATTR] for t in study.trials if EARLIER_ATTR in t.user_attrs]
+    assert sorted(seeded) == ["old-1/t1", "old-1/t4", "old-1/t6"]  # once each
+    assert len([t for t in study.trials if EARLIER_ATTR not in t.user_attrs]) == 4

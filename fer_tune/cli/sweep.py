@@ -133,6 +133,9 @@ def outcome_summary(sweep) -> str:
     failed = sweep.trials[sweep.trials["status"] == FAILED]
     for reason, group in failed.groupby("error"):
         lines.append(f"  failed x{len(group)}: {reason}")
+    at_chance = int(sweep.trials["stop_reason"].notna().sum()) if "stop_reason" in sweep.trials else 0
+    if at_chance:
+        lines.append(f"  stopped early x{at_chance}: no better than chance (dead_trials)")
     lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv, leaderboard.md, plots)")
     if sweep.space.multi_objective:
         lines.append(f"front: {int(sweep.trials['on_front'].sum())} trials (pareto.csv, pareto.png)")
