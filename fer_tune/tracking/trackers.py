@@ -13,17 +13,18 @@ Another tracker (W&B, say) is a third class here with these methods, and its own
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from ray import tune
+from typing import TYPE_CHECKING, Protocol
 
 from fer_tune.constants import RESULTS_DIR
-from fer_tune.data import FerDataset
-from fer_tune.search.sweep import Sweep
-from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.tracking.settings import mlflow_settings
-from fer_tune.tracking.store import check_store, tracking_uri
-from fer_tune.tracking.tracker import STATE_FILE, Tracker, TrackingOutcome
+
+if TYPE_CHECKING:  # MLflow loads only when a sweep is tracked: --no-track never imports it
+    from ray import tune
+
+    from fer_tune.data import FerDataset
+    from fer_tune.search.sweep import Sweep
+    from fer_tune.search.sweep_file import SpaceFile
+    from fer_tune.tracking.tracker import Tracker, TrackingOutcome
 
 
 class Outcome(Protocol):
@@ -57,9 +58,13 @@ class MlflowTracking:
         self.tracker: Tracker | None = None
 
     def check(self) -> None:
+        from fer_tune.tracking.store import check_store, tracking_uri
+
         check_store(tracking_uri(self.settings.tracking_uri), write=True)
 
     def callbacks(self, name: str, data: FerDataset) -> list[tune.Callback]:
+        from fer_tune.tracking.tracker import Tracker
+
         self.tracker = Tracker.for_sweep(self.space, name, data)
         return self.tracker.callbacks()
 
@@ -70,6 +75,8 @@ class MlflowTracking:
         self.tracker.record_warm_start(sources, any_data)
 
     def unfinished(self, name: str) -> bool:
+        from fer_tune.tracking.tracker import STATE_FILE, Tracker
+
         if not (RESULTS_DIR / name / STATE_FILE).is_file():
             return False
         return not Tracker.resume(self.space, name).finished
