@@ -115,6 +115,7 @@ def test_a_sweep_prints_only_fer_tune_lines(tmp_path, blob_csv):
     assert len(diverged) == 1 and "failed after 0 epochs: Diverged: diverged at epoch 1" in diverged[0], trial_lines
     error_file = Path(diverged[0].rsplit("; ", 1)[1].rstrip(")"))
     assert error_file.is_file() and "Diverged" in error_file.read_text()
-    assert any("lr=1e-05" in line and "stopped early at epoch" in line and "of 3:" in line for line in trial_lines), trial_lines
+    stopped = [line for line in trial_lines if "lr=1e-05" in line]
+    assert len(stopped) == 1 and "stopped early at epoch" in stopped[0] and " of 3:" in stopped[0], trial_lines
     csv = (tmp_path / "results").glob("console-*/trials.csv")
     assert "Diverged: diverged at epoch 1" in next(csv).read_text()  # the same words as the console line
