@@ -96,11 +96,13 @@ def quiet_libraries(tracked: bool = True) -> None:
     from ray._private import ray_constants
 
     if tracked:
-        from mlflow.utils.logging_utils import disable_logging
+        from mlflow.utils import logging_utils
 
-        # MLflow also prints some events straight to stderr ("Successfully registered model 'NAME'.",
-        # "Created version '1' of model ..."), which fer-tune's registration line says already.
-        disable_logging()
+        # MLflow also prints some events straight to stderr through this stream (eprint: "Successfully
+        # registered model 'NAME'.", "Created version '1' of model ..."), which fer-tune's registration
+        # line says already. Its writes are dropped here: disable_logging() does not last, as MLflow's own
+        # context managers call enable_logging() when they exit.
+        logging_utils.MLFLOW_LOGGING_STREAM.write = lambda text: len(text)
     quiet_environment()
 
     # read by ray.init at call time; the environment variable only at Ray's import
