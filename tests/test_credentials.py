@@ -57,9 +57,10 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_mlflow_record(ray
         assert "fer:***@127.0.0.1" in written["sweep.json"]  # the URI is kept, masked
 
         client = MlflowClient(base)  # the same server, without credentials
+        (workdir / "download").mkdir()
         experiment = client.get_experiment_by_name("fer-secret")
         runs = client.search_runs([experiment.experiment_id])
-        assert sorted(run.data.tags["fer_tune.role"] for run in runs) == ["champion", "sweep", "trial"]
+        assert {"champion", "sweep", "trial"} <= {run.data.tags["fer_tune.role"] for run in runs}
         for run in runs:
             assert not leaks(json.dumps(run.data.params)), run.data.params
             assert not leaks(json.dumps(run.data.tags)), run.data.tags
