@@ -206,7 +206,9 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
     assert main(["run", str(v3), "--name", "w2", "--warm-start", "w1", *common]) == 0
     assert "warm start from w1: 3 of 3 earlier trials used" in capsys.readouterr().out
     moved = pd.read_csv(workdir / "w1-moved" / "trials.csv")
-    assert trials_in_order(workdir, "w2", workdir / "ray")["lr"][0] == pytest.approx(moved.iloc[0]["lr"])  # w1's best
+    best_of_w1 = moved[moved["best_val_accuracy"] == moved["best_val_accuracy"].max()]["lr"]  # ties on 70 images
+    first = trials_in_order(workdir, "w2", workdir / "ray")["lr"][0]
+    assert any(first == pytest.approx(lr) for lr in best_of_w1), (first, list(best_of_w1))
 
 
 @pytest.mark.integration
