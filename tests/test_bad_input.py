@@ -42,7 +42,7 @@ def no_ray(monkeypatch):
     def started(*_args, **_kwargs):
         raise AssertionError("Ray was started before the bad input was found")
 
-    monkeypatch.setattr("fer_tune.search.sweep.prepare_cluster", started)
+    monkeypatch.setattr("fer_tune.search.plan.prepare_cluster", started)
 
 
 # --- space files: encodings, size, what the path is -------------------------------------------------
