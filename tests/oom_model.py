@@ -1,14 +1,17 @@
 """A test-only model, `oom_net`, whose forward pass fails as the CUDA allocator does when a batch does
 not fit: `torch.cuda.OutOfMemoryError`, raised inside a real trial (no GPU is needed to raise it).
 
-The driver registers it by importing this module; Ray's workers by `register`, which a test names
-as Ray's `worker_process_setup_hook` (run once in each worker process before any task).
+The driver registers it for one test with `registered()` (so the other tests see the registry as
+users do); Ray's workers by `register`, which a test names as Ray's `worker_process_setup_hook`
+(run once in each worker process before any task).
 """
+
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from fer_tune.core.models.registry import list_models, register_model
+from fer_tune.core.models.registry import MODELS, list_models, register_model
 
 NAME = "oom_net"
 MESSAGE = "CUDA out of memory. Tried to allocate 2.00 GiB"  # the allocator's own words
@@ -33,4 +36,11 @@ def register() -> None:
         register_model(oom_net)
 
 
-register()
+@contextmanager
+def registered():
+    """`oom_net` in this process's registry for the length of a block."""
+    register()
+    try:
+        yield
+    finally:
+        MODELS._entries.pop(NAME, None)  # test-only model: gone again for every later test

@@ -8,7 +8,7 @@ Ray's worker_process_setup_hook, in every worker), as the CUDA allocator's would
 import os
 from pathlib import Path
 
-import oom_model  # noqa: F401  (registers oom_net in this process, the driver)
+import oom_model
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -45,7 +45,8 @@ def ray_with_oom_net(monkeypatch):
     cluster._local_on_loopback()
     hook = {"worker_process_setup_hook": "oom_model.register"}
     ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env=hook)
-    yield
+    with oom_model.registered():  # in the driver too
+        yield
     ray.shutdown()
 
 
