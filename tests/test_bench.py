@@ -131,7 +131,7 @@ def test_quick_sweep_splits_wall_time(tmp_path, ray_local, workdir, monkeypatch)
     monkeypatch.setattr(
         sweep,
         "BENCH_MLFLOW",
-        sweep.BENCH_MLFLOW.model_copy(update={"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}"}),
+        {**sweep.BENCH_MLFLOW, "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}"},
     )
     record = common.Recorder("sweep", "short", tmp_path)
     quick = sweep.load_space(sweep.QUICK)
