@@ -207,18 +207,21 @@ def _report(sweep) -> None:
     A report that cannot be built is a warning: the sweep, its tables and its tracking stand without it.
     """
     from fer_tune.cli.report import build
+    from fer_tune.search.console import PREFIX
     from fer_tune.search.report.predictions import save_predictions
 
     try:
         save_predictions(sweep)
-        print(build(sweep.name), flush=True)
+        print(f"{PREFIX} {build(sweep.name)}", flush=True)
     except Exception as err:  # noqa: BLE001 - the sweep's results are written already
-        print(f"[fer-tune] warning: report of sweep {sweep.name} not written: {type(err).__name__}: {err}", flush=True)
+        print(f"{PREFIX} warning: report of sweep {sweep.name} not written: {type(err).__name__}: {err}", flush=True)
 
 
 def _warm_start(space, name: str, data, text: str, any_data: bool, track: bool, resume: bool):
+    from fer_tune.search.console import PREFIX
+
     if resume:  # the searcher and pruner restored from the experiment hold the seeds they started with
-        print("[fer-tune] --warm-start: a resumed sweep keeps the seeds it started with; not seeding again")
+        print(f"{PREFIX} --warm-start: a resumed sweep keeps the seeds it started with; not seeding again")
         return None
     from fer_tune.cli.warm import load_warm_start
 
