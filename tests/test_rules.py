@@ -74,7 +74,7 @@ def test_the_do_nothing_tracker_has_the_trackers_methods():
     from fer_tune.tracking.trackers import MlflowTracking, NoTracking, SweepTracking, open_tracking
 
     methods = [name for name, _ in inspect.getmembers(SweepTracking, inspect.isfunction) if not name.startswith("_")]
-    assert methods == ["callbacks", "check", "finish", "unfinished"]
+    assert methods == ["callbacks", "check", "finish", "record_warm_start", "unfinished"]
     for twin in (MlflowTracking, NoTracking):
         for name in methods:
             assert inspect.signature(getattr(twin, name)).parameters.keys() == (

@@ -116,12 +116,27 @@ def _check_sql_driver(uri: str, shown: str) -> None:
     import sqlalchemy
 
     try:
-        sqlalchemy.create_engine(uri)  # imports the driver; connects only on first use
+        engine = sqlalchemy.create_engine(uri, **_connect_timeout(uri))  # imports the driver, connects on use
     except ModuleNotFoundError as err:
         package = DRIVER_PACKAGES.get(err.name or "", err.name)
         raise FerTuneError(
             f"MLflow store {shown}: its database driver is not installed (no module {err.name}); pip install {package}"
         ) from None
+    try:  # one connection now: a wrong password or a database that is down fails here, not after Ray started
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise FerTuneError(redact(f"MLflow store {shown}: cannot connect ({reason[-1] if reason else err})")) from None
+    finally:
+        engine.dispose()
+
+
+def _connect_timeout(uri: str) -> dict:
+    """The drivers' own connect timeout (libpq and MySQL take `connect_timeout` in seconds)."""
+    if uri.startswith(("postgresql", "mysql")):
+        return {"connect_args": {"connect_timeout": int(PROBE_TIMEOUT_S)}}
+    return {}
 
 
 def _check_server(uri: str, shown: str) -> None:
