@@ -47,11 +47,12 @@ def train_fer_cnn(config: dict, data: FerDataset, unavailable: dict[str, str] | 
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]  # the GPU(s) Ray gave this trial: CUDA_VISIBLE_DEVICES shows them
     check_cuda(gpu_ids, train_config.device)
     started_at = time.time()
-    # params, macs, latency_ms: measured once, before training, and reported with every epoch (objectives may use them)
-    cost = model_cost(train_config.model_copy(update={"pretrained": False}), data.num_classes)
+    cost: dict[str, float] = {}  # params, macs, latency_ms: reported with every epoch (objectives may use them)
 
     def report(metrics: dict, state) -> None:
         reported_at = time.time()
+        if not cost:  # measured once, after the first epoch: a model that cannot train fails in training's words
+            cost.update(model_cost(train_config.model_copy(update={"pretrained": False}), data.num_classes))
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(state.state_dict(), folder)
             # reported_at: when the epoch ended, on the wall clock (bench/ lines trials' epochs up with it)
