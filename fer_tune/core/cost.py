@@ -83,10 +83,15 @@ def latency_ms(model: nn.Module, image_size: int, channels: int = 1, runs: int =
 
 
 def model_cost(config: TrainConfig, num_classes: int, runs: int = TIMED_RUNS) -> dict[str, float]:
-    """params, macs and latency_ms of `config`'s model (untrained: cost depends on shape only), on the CPU."""
-    model = build_model(config, num_classes, mean=0.0, std=1.0).cpu()
-    return {
-        "params": count_params(model),
-        "macs": count_macs(model, config.image_size),
-        "latency_ms": latency_ms(model, config.image_size, runs=runs),
-    }
+    """params, macs and latency_ms of `config`'s model (untrained: cost depends on shape only), on the CPU.
+
+    The RNG streams are left as they were: building the model draws from them, and a trial measures its
+    cost mid-training, so its next epochs (dropout) must not depend on whether it measured.
+    """
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(config, num_classes, mean=0.0, std=1.0).cpu()
+        return {
+            "params": count_params(model),
+            "macs": count_macs(model, config.image_size),
+            "latency_ms": latency_ms(model, config.image_size, runs=runs),
+        }
