@@ -6,6 +6,7 @@ gone, from MLflow. Training is seeded, so on a CPU the metrics repeat those the 
 """
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,7 +68,7 @@ def test_a_trial_trains_again_to_its_metrics_from_each_record(swept, workdir, ca
 
     shutil.rmtree(workdir / "ray")  # Ray's folders gone: the trials.csv row holds every parameter
     check_same_curve(retrained(f"{swept.name}/{second}", workdir / "2.pt"), curve[second])
-    assert f"configuration from {folder / 'trials.csv'}" in capsys.readouterr().out
+    assert f"configuration from {Path('results', swept.name, 'trials.csv')}" in capsys.readouterr().out  # cwd: workdir
 
     shutil.rmtree(folder)  # results/ gone too (another machine): MLflow's record is enough
     check_same_curve(retrained(f"{swept.name}/{first}", workdir / "3.pt"), curve[first])
