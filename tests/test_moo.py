@@ -7,13 +7,11 @@ and multi-objective ASHA stops it at the first rung; narrow/lr 3e-3 has a quarte
 on the front whatever its accuracy, and is the only trial within the champion rule's MACs bound.
 """
 
-import os
-import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
+from interrupt import assert_same_trials, has_checkpoint, kill_when, run_cli, trial_dirs
 from mlflow import MlflowClient
 
 from fer_tune.cli.main import main
@@ -99,38 +97,21 @@ def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_th
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registration.version
 
 
-def progress(trial_dir) -> bool:
-    return any((trial_dir).glob("checkpoint_*"))
-
-
 def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupted_one(workdir, blob_csv):
     grid = "  width: {grid: [1.0, 0.25, 0.5]}\n  lr: {grid: [3.0e-3, 1.0e-5]}\n"
     (workdir / "exact.yaml").write_text(space_text("exact", grid, narrow_macs(), epochs=4))
     base = [sys.executable, "-m", "fer_tune.cli", "run", "exact.yaml", "--data", str(blob_csv), "--no-track"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}
-    options = dict(cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
-    whole = subprocess.run(base + ["--name", "whole"], **options)
-    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+    run_cli(base + ["--name", "whole"], workdir)
 
-    driver = subprocess.Popen(base + ["--name", "cut"], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
     experiment = workdir / "results" / "ray" / "cut"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill once two trials are decided and a third is training
-        if len([d for d in experiment.glob("train_fer_cnn_*") if progress(d)]) >= 3:
-            break
-        time.sleep(0.1)
-    driver.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
-    driver.wait(timeout=60)
+    # SIGKILL once two trials are decided and a third is training
+    kill_when(base + ["--name", "cut"], workdir, lambda: sum(map(has_checkpoint, trial_dirs(experiment))) >= 3)
     assert not (workdir / "results" / "cut" / "trials.csv").exists()  # it really was cut short
     assert (experiment / "pruner_state.pkl").is_file()
 
-    resumed = subprocess.run(base + ["--name", "cut", "--resume"], **options)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    run_cli(base + ["--name", "cut", "--resume"], workdir)
     columns = ["width", "lr", "epochs_run", "status", "best_val_accuracy", "best_epoch", "macs", "on_front"]
-    expected = pd.read_csv(workdir / "results" / "whole" / "trials.csv")[columns].sort_values(["width", "lr"])
-    got = pd.read_csv(workdir / "results" / "cut" / "trials.csv")[columns].sort_values(["width", "lr"])
+    expected = assert_same_trials(workdir, "whole", "cut", columns, by=["width", "lr"])
     assert (expected["status"] == "stopped early").any()  # the pruner had decisions to lose
-    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
     pareto = [pd.read_csv(workdir / "results" / name / "pareto.csv") for name in ("whole", "cut")]
     assert len(pareto[0]) == len(pareto[1]) and pareto[0]["champion"].sum() == pareto[1]["champion"].sum() == 1

@@ -1,7 +1,5 @@
 """Sweeps on real Ray (no mocks): optuna+ASHA, grid, a conditional space, resume, a 3-node cluster."""
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from interrupt import assert_same_trials, cli_env, epochs_reported, kill_when, run_cli, trial_dirs
 
 from fer_tune.cli.main import main
 from fer_tune.cli.sweep import run_space
@@ -107,13 +106,6 @@ def test_conditional_space_trains_with_the_sampled_values(ray_local, workdir, bl
     assert rows.loc[rows["scheduler"] == "cos_warm", "step_size"].isna().all()
 
 
-def progress(trial_dir: Path) -> list[int]:
-    path = trial_dir / "result.json"
-    if not path.exists():
-        return []
-    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
-
-
 def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
     """SIGINT the driver while one trial is done and one is half-way; --resume finishes the sweep
     without re-running the finished trial and continues the half-done one from its checkpoint."""
@@ -123,14 +115,13 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
         "space:" + FAST + "  lr: {loguniform: [1.0e-3, 3.0e-3]}\n"
     )
     command = [sys.executable, "-m", "fer_tune.cli", "run", "resume.yaml", "--data", str(blob_csv), "--name", "r1"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}
     driver = subprocess.Popen(
-        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=workdir, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     experiment = workdir / "results" / "ray" / "r1"
     deadline = time.time() + 240
     while time.time() < deadline:
-        runs = [progress(d) for d in sorted(experiment.glob("train_fer_cnn_*"))]
+        runs = [epochs_reported(d) for d in sorted(experiment.glob("train_fer_cnn_*"))]
         if any(len(r) == 8 for r in runs) and any(2 <= len(r) < 7 for r in runs):
             break
         time.sleep(0.2)
@@ -141,14 +132,13 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
     output = driver.communicate(timeout=120)[0]
     assert driver.returncode == 1, output[-3000:]
     assert "interrupted; continue it with: fer-tune run resume.yaml --resume --name r1" in output
-    before = {d.name: progress(d) for d in experiment.glob("train_fer_cnn_*")}
+    before = {d.name: epochs_reported(d) for d in experiment.glob("train_fer_cnn_*")}
     finished = [name for name, epochs in before.items() if len(epochs) == 8]
     partial = {name: epochs for name, epochs in before.items() if 0 < len(epochs) < 8}
     assert finished and partial
 
-    resumed = subprocess.run(command + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
-    after = {d.name: progress(d) for d in experiment.glob("train_fer_cnn_*")}
+    run_cli(command + ["--resume"], workdir)
+    after = {d.name: epochs_reported(d) for d in experiment.glob("train_fer_cnn_*")}
     assert len(after) == 3 and all(epochs[-1] == 8 for epochs in after.values())
     for name in finished:  # not re-run: no new results
         assert after[name] == before[name]
@@ -182,31 +172,18 @@ def test_asha_resumed_after_sigkill_stops_the_same_trials(workdir, blob_csv):
         "space:" + FAST + "  lr: {grid: [3.0e-3, 1.0e-5, 2.0e-3, 3.0e-5, 1.0e-3, 1.0e-4]}\n"
     )
     base = [sys.executable, "-m", "fer_tune.cli", "run", "exact.yaml", "--data", str(blob_csv), "--no-track"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}
-    options = dict(cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
-    whole = subprocess.run(base + ["--name", "whole"], **options)
-    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+    run_cli(base + ["--name", "whole"], workdir)
 
-    driver = subprocess.Popen(base + ["--name", "cut"], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
     experiment = workdir / "results" / "ray" / "cut"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill once two trials are decided and a third is training
-        if len([d for d in experiment.glob("train_fer_cnn_*") if progress(d)]) >= 3:
-            break
-        time.sleep(0.1)
-    driver.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
-    driver.wait(timeout=60)
+    started = lambda: len([d for d in trial_dirs(experiment) if epochs_reported(d)])
+    kill_when(base + ["--name", "cut"], workdir, lambda: started() >= 3)  # two trials decided, a third training
     assert not (workdir / "results" / "cut" / "trials.csv").exists()  # it really was cut short
     assert (experiment / "pruner_state.pkl").is_file()
 
-    resumed = subprocess.run(base + ["--name", "cut", "--resume"], **options)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    run_cli(base + ["--name", "cut", "--resume"], workdir)
     columns = ["lr", "epochs_run", "status", "best_val_accuracy", "best_epoch"]
-    expected = pd.read_csv(workdir / "results" / "whole" / "trials.csv")[columns].sort_values("lr")
-    got = pd.read_csv(workdir / "results" / "cut" / "trials.csv")[columns].sort_values("lr")
+    expected = assert_same_trials(workdir, "whole", "cut", columns, by=["lr"])
     assert (expected["status"] == "stopped early").any()  # ASHA had decisions to lose
-    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from interrupt import epochs_reported, kill_when, run_cli, trial_dirs
 
 from fer_tune.errors import FerTuneError
 from fer_tune.search.searchers import EARLIER_ATTR, WarmOptunaSearch, build_searcher
@@ -215,33 +216,19 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
 def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     """SIGKILL a warm-started sweep once its first trial has reported, --resume it: the study it ends with
     holds each earlier trial once, and every trial of the sweep ran once."""
-    import os
     import pickle
-    import signal
-    import subprocess
     import sys
-    import time
 
     old = space_from(workdir, "old", OLD_SPACE)
-    write_earlier(workdir / "results", "old-1", old, EARLIER)
+    write_earlier(workdir / "results", "old-1", old, EARLIER)  # its data fingerprint is made up: --any-data
     sweep_yaml(workdir, "resumed", V2, samples=4)
     base = [sys.executable, "-m", "fer_tune.cli", "run", "resumed.yaml", "--data", str(blob_csv), "--no-track"]
-    base += ["--name", "cut", "--warm-start", "old-1"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}
-    driver = subprocess.Popen(base, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base += ["--name", "cut", "--warm-start", "old-1", "--any-data"]
     experiment = workdir / "results" / "ray" / "cut"
-    deadline, reported = time.time() + 600, False
-    while time.time() < deadline and not reported:
-        reported = any((d / "result.json").is_file() and (d / "result.json").stat().st_size
-                       for d in experiment.glob("train_fer_cnn_*"))  # fmt: skip
-        time.sleep(0.1)
-    driver.send_signal(signal.SIGKILL)
-    assert reported, "the warm-started sweep reported no epoch in 600 s; nothing to resume"
-    driver.wait(timeout=60)
+    kill_when(base, workdir, lambda: any(epochs_reported(d) for d in trial_dirs(experiment)))
     assert not (workdir / "results" / "cut" / "trials.csv").exists()
 
-    resumed = subprocess.run(base + ["--resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    resumed = run_cli(base + ["--resume"], workdir, timeout=900)
     assert "not seeding again" in resumed.stdout
     trials = trials_in_order(workdir, "cut", workdir / "results" / "ray")
     assert len(trials) == 4 and trials["lr"][0] == pytest.approx(1e-3)  # t1, the earlier best in range

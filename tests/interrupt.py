@@ -1,0 +1,74 @@
+"""The resume tests' shared steps: run the CLI's driver as a process, SIGKILL it once the sweep has got
+somewhere, resume it, and compare what it ends with against an uninterrupted run."""
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+def cli_env() -> dict[str, str]:
+    """The environment a driver runs in: a local Ray of its own (not the test session's)."""
+    return {**os.environ, "RAY_ADDRESS": "local"}
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(experiment.glob("train_fer_cnn_*"))
+
+
+def epochs_reported(trial_dir: Path) -> list[int]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def has_checkpoint(trial_dir: Path) -> bool:
+    return any(trial_dir.glob("checkpoint_*"))
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+def kill_when(command: list[str], workdir: Path, ready: Callable[[], bool], timeout: float = 300) -> None:
+    """Start the driver and SIGKILL it (no handler runs, nothing is saved on the way out) once `ready()`.
+
+    Fails at once, with the driver's output, if it ends before that or does not get there in `timeout` s.
+    """
+    log = workdir / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(command, cwd=workdir, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while not ready():
+        if driver.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {driver.returncode}) before it could be cut short:\n{_tail(log)}")
+        if time.time() > deadline:
+            driver.kill()
+            driver.wait(timeout=60)
+            pytest.fail(f"the sweep did not get far enough in {timeout} s to be cut short:\n{_tail(log)}")
+        time.sleep(0.1)
+    driver.kill()
+    driver.wait(timeout=60)
+
+
+def run_cli(command: list[str], workdir: Path, timeout: float = 400) -> subprocess.CompletedProcess:
+    """Run the driver to its end; it must succeed."""
+    done = subprocess.run(command, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
+
+
+def assert_same_trials(workdir: Path, whole: str, cut: str, columns: list[str], by: list[str]) -> pd.DataFrame:
+    """results/<cut>/trials.csv equals results/<whole>/trials.csv on `columns` (rows matched by `by`)."""
+    expected, got = (
+        pd.read_csv(workdir / "results" / name / "trials.csv")[columns].sort_values(by).reset_index(drop=True)
+        for name in (whole, cut)
+    )
+    pd.testing.assert_frame_equal(got, expected)
+    return expected
