@@ -42,6 +42,11 @@ def headline(report: dict) -> str:
     if test:
         low, high = test["accuracy_interval"]
         line += f": {answer['eval_split']} accuracy {100 * test['accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+    chosen = next((c for c in (report.get("reruns") or {}).get("configurations", []) if c["champion"]), None)
+    if chosen:
+        from fer_tune.search.reruns import mean_sd
+
+        line += f"; best mean {report['metric']} over {chosen['n']} fresh seeds {mean_sd(chosen['mean'], chosen['sd'])}"
     rival = report["how_sure"].get("runner_up")
     if rival:
         line += f"; {rival['verdict']}"

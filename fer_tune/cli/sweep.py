@@ -97,8 +97,11 @@ def cmd_run(args) -> int:
     )
     print(leaderboard_markdown(sweep.trials, space.metric, space.mode))
     print(outcome_summary(sweep))
+    if sweep.selection is not None:
+        print(selection_summary(sweep))
     if sweep.best is not None:
-        print(f"best trial {sweep.best.trial_id}: {space.metric} {sweep.best.best_metric:.4f}")
+        label = "best trial" if sweep.selection is None else "champion trial"  # with re-runs: the best mean's
+        print(f"{label} {sweep.best.trial_id}: {space.metric} {sweep.best.best_metric:.4f}")
         print("best configuration: " + ", ".join(f"{k}={v}" for k, v in sweep.best.params.items() if v is not None))
     for line in tracking.lines():
         print(line)
@@ -123,6 +126,23 @@ def with_resources(space, cpu: float | None, gpu: float | None):
     return space.model_copy(update={"resources": space.resources.model_copy(update=updates)}) if updates else space
 
 
+def selection_summary(sweep) -> str:
+    """The re-trained configurations (`select:`) with their mean ± sd over fresh seeds, and the champion."""
+    from fer_tune.search.reruns import mean_sd, selection_markdown
+
+    summary, metric = sweep.selection, sweep.space.metric
+    lines = [f"re-runs, {sweep.space.select.seeds} fresh seeds each (reruns.csv, reruns_summary.csv):"]
+    lines.append(selection_markdown(summary, metric))
+    chosen = summary[summary["champion"]]
+    if len(chosen):
+        row = chosen.iloc[0]
+        lines.append(f"champion: trial {row['trial_id']}, the best mean {metric} over its re-runs, "
+                     f"{mean_sd(row['mean'], row['sd'])} (n {row['n']})")  # fmt: skip
+    else:
+        lines.append("champion: no re-run completed, so the search's best trial")
+    return "\n".join(lines)
+
+
 def outcome_summary(sweep) -> str:
     """Counts of completed, stopped and failed trials, the failure reasons, and where the records are."""
     from fer_tune.search.outcome import FAILED, OUTCOMES
@@ -136,7 +156,8 @@ def outcome_summary(sweep) -> str:
     at_chance = int(sweep.trials["stop_reason"].notna().sum()) if "stop_reason" in sweep.trials else 0
     if at_chance:
         lines.append(f"  stopped early x{at_chance}: no better than chance (dead_trials)")
-    lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv, leaderboard.md, plots)")
+    reruns = ", reruns.csv" if sweep.selection is not None else ""
+    lines.append(f"records: {sweep.out_dir}/ (trials.csv, curves.csv{reruns}, leaderboard.md, plots)")
     if sweep.space.multi_objective:
         lines.append(f"front: {int(sweep.trials['on_front'].sum())} trials (pareto.csv, pareto.png)")
     return "\n".join(lines)

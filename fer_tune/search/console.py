@@ -21,6 +21,7 @@ from ray import tune
 from fer_tune.core.config import trial_point
 from fer_tune.search.direction import better
 from fer_tune.search.outcome import FAILED, ChanceRule, ended, outcome_of
+from fer_tune.search.reruns import rerun_of
 from fer_tune.search.sweep_file import SpaceFile
 
 PROGRESS_EVERY_S = 30.0  # in a log file; on a terminal every controller step
@@ -92,7 +93,9 @@ class ConsoleReport(tune.Callback):
 
     def _params(self, trial) -> str:
         point = trial_point(trial.config or {})
-        return " ".join(f"{name}={_short(point[name])}" for name in self.searched if name in point)
+        shown = " ".join(f"{name}={_short(point[name])}" for name in self.searched if name in point)
+        marker = rerun_of(trial.config)  # a `select:` re-run says which trial it re-trains
+        return f"re-run of {marker['of']} with seed {marker['seed']}: {shown}" if marker else shown
 
 
 def error_text(trial) -> str:

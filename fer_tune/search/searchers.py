@@ -9,12 +9,19 @@ multi-objective TPE (MOTPE), and NSGA-II the genetic algorithm made for fronts.
 With a warm start (fer_tune.search.warm_start) the Optuna searchers begin with the earlier
 trials as observations in their study, not trained again: completed ones as complete, stopped
 ones as pruned with their curves; the best K are proposed again first.
+
+`FixedConfigs` proposes a given list of configurations and nothing else: a `select:` space's
+re-runs of its best trials with fresh seeds (fer_tune.search.reruns).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copy
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from fer_tune.search.sampling import define_by_run, distribution
@@ -92,3 +99,29 @@ def _on_grid(value, dist):
     if step and isinstance(value, float):
         return min(max(dist.low + round((value - dist.low) / step) * step, dist.low), dist.high)
     return value
+
+
+class FixedConfigs(Searcher):
+    """Hands Tune a fixed list of trial configs, in order: nothing is sampled, nothing learnt from results.
+
+    Saved with the experiment (how far it got), so an interrupted run of re-runs resumes where it stopped.
+    """
+
+    def __init__(self, configs: list[dict[str, Any]], metric: str | None = None, mode: str | None = None):
+        super().__init__(metric=metric, mode=mode)
+        self.configs, self.given = list(configs), 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        if self.given >= len(self.configs):
+            return Searcher.FINISHED
+        self.given += 1
+        return copy.deepcopy(self.configs[self.given - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # nothing to learn: the list is fixed
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_bytes(pickle.dumps((self.configs, self.given)))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.configs, self.given = pickle.loads(Path(checkpoint_path).read_bytes())

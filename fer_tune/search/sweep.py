@@ -14,7 +14,9 @@
 Searchers: optuna (TPE over the define-by-run space, default), random (Optuna's
 random sampler over the same space), grid (every combination, Ray's grid
 search). Pruners (Ray's trial schedulers): asha (default), hyperband, median,
-none; all use our own `epoch` as their time attribute. The dataset reaches every
+none; all use our own `epoch` as their time attribute. A space with `select:` then
+re-trains its best trials with fresh seeds, a second Tune run with the same callbacks,
+and its champion is the best mean (fer_tune.search.reruns). The dataset reaches every
 trial through Ray's object store, put there once. Tracking is not this module's
 business: the caller passes Tune callbacks (the CLI passes MLflow's).
 """
@@ -33,20 +35,21 @@ import pandas as pd
 from ray import tune
 
 from fer_tune.core.checkpoint import load_checkpoint
-from fer_tune.core.config import GRID_KEY
+from fer_tune.core.config import GRID_KEY, trial_point
 from fer_tune.core.models import capabilities, fetch_pretrained
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
-from fer_tune.search.console import ConsoleReport
+from fer_tune.search.console import PREFIX, ConsoleReport
 from fer_tune.search.direction import best_of
 from fer_tune.search.mo_pruner import build_scheduler
 from fer_tune.search.outcome import ChanceRule, interrupted
 from fer_tune.search.pareto import pick_champion
 from fer_tune.search.plan import SweepPlan, storage_path
 from fer_tune.search.pruners import TIME_ATTR, DeadTrialStop, build_pruner, chance_rule
+from fer_tune.search.reruns import RERUN_FOLDER, rerun_configs, rerun_table, top_trials, write_reruns
 from fer_tune.search.results import RESULTS_DIR, TrialRecord, read_sweep_json, write_results
 from fer_tune.search.sampling import grid_points
-from fer_tune.search.searchers import build_searcher
+from fer_tune.search.searchers import FixedConfigs, build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
 from fer_tune.search.warm_start import WarmStart
 from fer_tune.uris import redact
@@ -64,10 +67,11 @@ class Sweep:
     data: FerDataset
     trials: pd.DataFrame  # one row per trial (results/<name>/trials.csv)
     records: list[TrialRecord]
-    best: TrialRecord | None  # the best trial by the space's metric
+    best: TrialRecord | None  # the best trial by the space's metric; with `select:`, the best mean's trial
     out_dir: Path
     wall_seconds: float
     result_grid: Any  # Ray's ResultGrid, for checkpoints
+    selection: pd.DataFrame | None = None  # `select:`'s re-trained configurations (results/<name>/reruns_summary.csv)
 
     def best_state(self) -> dict:
         """The training state in the best trial's best checkpoint (by the space's metric)."""
@@ -129,18 +133,70 @@ def run_sweep(
         raise FerTuneError(
             f"sweep {name} interrupted; continue it with: fer-tune run {space.path} --resume --name {name}"
         )
+    reruns = _rerun(plan, trainable, result_grid, rule, list(callbacks), verbose) if space.select else None
     run = {"storage": storage, "data_source": plan.data_source, "data_fingerprint": data.fingerprint()}
     if (RESULTS_DIR / name / WARM_FILE).is_file():
         run["warm_start"] = json.loads((RESULTS_DIR / name / WARM_FILE).read_text())
-    return _sweep(name, space, data, result_grid, time.perf_counter() - started, run)
+    return _sweep(name, space, data, result_grid, time.perf_counter() - started, run, reruns)
 
 
-def _sweep(name: str, space: SpaceFile, data: FerDataset, result_grid, seconds: float, run: dict) -> Sweep:
+def _rerun(plan: SweepPlan, trainable, result_grid, rule: ChanceRule | None, callbacks: list, verbose: int):
+    """Re-train the search's best trials with fresh seeds (fer_tune.search.reruns): Ray's results of the re-runs.
+
+    A second Tune run, in the sweep's experiment folder, with the sweep's callbacks (each re-run is
+    tracked under the sweep's run, marked as a re-run by its config) and no pruner, searcher or
+    dead-trial stop: every re-run trains its configuration's full epochs. None when no trial completed.
+    """
+    space = plan.space
+    records = [TrialRecord.from_result(result, space, rule) for result in result_grid]
+    points = {result.path: trial_point(result.config or {}) for result in result_grid}
+    top = top_trials(records, space)
+    if not top:
+        print(f"{PREFIX} select: no trial ran all its epochs, so none is re-trained", flush=True)
+        return None
+    configs = rerun_configs([(r.trial_id, points[r.path]) for r in top], space.select.seeds)
+    folder = f"{plan.experiment}/{RERUN_FOLDER}"
+    if plan.resume and tune.Tuner.can_restore(folder):  # interrupted during its re-runs: they go on
+        tuner = tune.Tuner.restore(folder, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        print(f"{PREFIX} select: re-training the top {len(top)} trials with {space.select.seeds} fresh seeds each "
+              f"({len(configs)} runs)", flush=True)  # fmt: skip
+        console = ConsoleReport(space, len(configs), error_root=redact(folder), rule=rule)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=space.metric,
+                mode=space.mode,
+                search_alg=FixedConfigs(configs),
+                num_samples=len(configs),
+                max_concurrent_trials=space.budget.max_concurrent,
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=_run_config(space, RERUN_FOLDER, plan.experiment, [console, *callbacks], verbose),
+        )
+    grid = tuner.fit()
+    if interrupted(tune.ExperimentAnalysis(grid.experiment_path).trials, len(configs)):
+        raise FerTuneError(
+            f"sweep {plan.name} interrupted during its re-runs; continue it with: "
+            f"fer-tune run {space.path} --resume --name {plan.name}"
+        )
+    return grid
+
+
+def _sweep(
+    name: str, space: SpaceFile, data: FerDataset, result_grid, seconds: float, run: dict, rerun_grid=None
+) -> Sweep:
     rule = sweep_chance_rule(space, data)
     records = [TrialRecord.from_result(result, space, rule) for result in result_grid]
     out_dir = RESULTS_DIR / name
     trials = write_results(out_dir, records, space, data.summary(), run)
-    return Sweep(name, space, data, trials, records, _best(records, space), out_dir, seconds, result_grid)
+    best, selection = _best(records, space), None
+    if rerun_grid is not None:  # the champion is the configuration with the best mean over fresh seeds
+        order = [r.trial_id for r in top_trials(records, space)]
+        selection = write_reruns(out_dir, rerun_table(rerun_grid, space, order, rule), trials, space)
+        chosen = set(selection.loc[selection["champion"], "trial_id"])
+        best = next((r for r in records if r.trial_id in chosen), best)
+    return Sweep(name, space, data, trials, records, best, out_dir, seconds, result_grid, selection)
 
 
 def reload_sweep(name: str) -> Sweep:
@@ -159,7 +215,10 @@ def reload_sweep(name: str) -> Sweep:
     storage = run.get("storage") or storage_path(None)
     data = space.data.load(run.get("data_source"))
     result_grid = tune.ResultGrid(tune.ExperimentAnalysis(f"{storage}/{name}"))
-    return _sweep(name, space, data, result_grid, 0.0, run)
+    reruns = f"{storage}/{name}/{RERUN_FOLDER}"
+    ran = space.select is not None and tune.Tuner.can_restore(reruns)
+    rerun_grid = tune.ResultGrid(tune.ExperimentAnalysis(reruns)) if ran else None
+    return _sweep(name, space, data, result_grid, 0.0, run, rerun_grid)
 
 
 def missing_weights(space: SpaceFile) -> dict[str, str]:

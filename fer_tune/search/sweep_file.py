@@ -116,6 +116,17 @@ class WarmStartConfig(Strict):
     top_k: int = Field(3, ge=0)  # the earlier best K configurations are proposed first
 
 
+MAX_RERUN_SEEDS = 100  # fresh seeds per re-trained trial; more says nothing a hundred do not
+
+
+class SelectConfig(Strict):
+    """After the search, re-train its best trials with fresh seeds; the champion is the best mean
+    (fer_tune.search.reruns). Absent: the champion is the search's best single trial."""
+
+    top_k: int = Field(3, ge=1, le=MAX_SAMPLES)  # the best completed trials re-trained
+    seeds: int = Field(3, ge=1, le=MAX_RERUN_SEEDS)  # fresh seeds each is re-trained with
+
+
 class BudgetConfig(Strict):
     @field_validator("num_samples", "max_epochs", mode="before")
     @classmethod
@@ -159,6 +170,7 @@ class SpaceFile(Strict):
     pruner: PrunerConfig = PrunerConfig()
     dead_trials: DeadTrialsConfig = DeadTrialsConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
+    select: SelectConfig | None = None  # re-train the top trials with fresh seeds; None: no re-runs
     budget: BudgetConfig = BudgetConfig()
     resources: ResourcesConfig = ResourcesConfig()
     mlflow: dict[str, Any] = Field(default_factory=dict)  # the tracker's own section: fer_tune.tracking validates it
@@ -240,7 +252,8 @@ SMOKE_TRIALS, SMOKE_EPOCHS = 2, 1
 
 
 def smoke(space: SpaceFile) -> SpaceFile:
-    """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning.
+    """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning; a space that
+    asks for re-runs (`select:`) re-trains its best trial once, so the smoke run goes through them too.
 
     A sampled space keeps every parameter's values, so a smoke run builds the models the real run
     would (`fer-tune run SPACE --smoke --data TINY`); only the budget and the epochs shrink. A grid
@@ -259,6 +272,7 @@ def smoke(space: SpaceFile) -> SpaceFile:
             "pruner": PrunerConfig(name="none"),
             "budget": BudgetConfig(num_samples=num_samples, max_epochs=SMOKE_EPOCHS, max_concurrent=SMOKE_TRIALS),
             "resources": ResourcesConfig(cpu=1, gpu=0),
+            "select": SelectConfig(top_k=1, seeds=1) if space.select is not None else None,
         }
     )
 
@@ -319,6 +333,12 @@ def load_space(path: str | Path) -> SpaceFile:
     problem = check_objectives(spec.objectives, spec.champion, spec.metric)
     if problem:
         raise FerTuneError(f"{path}: {problem}")
+    if spec.select is not None and (spec.multi_objective or spec.champion is not None):
+        other = "objectives" if spec.multi_objective else "champion"
+        raise FerTuneError(
+            f"{path}: select: re-runs choose the champion by its mean {spec.metric}, so they need a single "
+            f"objective without a champion: rule; remove select: or {other}:"
+        )
     check_epochs(spec, where=str(path))
     spec.default_point()  # the default point must itself be a valid configuration
     return spec

@@ -4,8 +4,10 @@ Each trial is a child run of the sweep's parent run (tags ray.trial_id and
 mlflow.parentRunId) holding the trial's full TrainConfig as params and its per-epoch
 metrics with step = epoch. It ends as `fer_tune.search.outcome` says: FINISHED (completed),
 KILLED (stopped early by the pruner; tag fer_tune.stopped_at_epoch is the rung) or FAILED
-(tag fer_tune.error). Why the driver: trials never touch the store, so concurrent trials
-never contend for one SQLite file and worker nodes need no route to the tracking server.
+(tag fer_tune.error). A `select:` re-run (fer_tune.search.reruns) is a child too, with role `rerun`
+and tags fer_tune.rerun_of (the trial it re-trains) and fer_tune.rerun_seed. Why the driver: trials
+never touch the store, so concurrent trials never contend for one SQLite file and worker nodes need
+no route to the tracking server.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from fer_tune.core.config import make_train_config, trial_point
 from fer_tune.core.cost import COST_METRICS
 from fer_tune.errors import FerTuneError
 from fer_tune.search.outcome import COMPLETED, EPOCH, FAILED, STOPPED, ChanceRule, ended, interrupted, outcome_of
+from fer_tune.search.reruns import rerun_of
 from fer_tune.search.results import CURVE_COLUMNS
-from fer_tune.tracking.runs import INTERRUPTED_TAG
+from fer_tune.tracking.runs import INTERRUPTED_TAG, RERUN_OF_TAG, RERUN_ROLE, RERUN_SEED_TAG
 from fer_tune.tracking.writer import TrackingWriter
 
 # logged per epoch, step = epoch; the cost metrics are constant over a trial's epochs
@@ -92,7 +95,13 @@ class MlflowCallback(tune.Callback):
 
     @staticmethod
     def _trial(trial) -> dict:
-        return {"trial": trial.trial_id, "name": str(trial)}
+        """Which run a record is for: a trial's, or a `select:` re-run's (role rerun, tagged with what it re-trains)."""
+        marker = rerun_of(trial.config)
+        if marker is None:
+            return {"trial": trial.trial_id, "name": str(trial)}
+        tags = {RERUN_OF_TAG: marker["of"], RERUN_SEED_TAG: str(marker["seed"])}
+        name = f"rerun {marker['of']} seed {marker['seed']}"
+        return {"trial": trial.trial_id, "name": name, "role": RERUN_ROLE, "run_tags": tags}
 
     @staticmethod
     def _params(trial) -> dict:

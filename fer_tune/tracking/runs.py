@@ -19,9 +19,11 @@ from fer_tune.tracking.store import experiment_id
 from fer_tune.uris import redact
 
 SWEEP_TAG = "fer_tune.sweep"  # on every run of a sweep: finds the parent again on --resume
-ROLE_TAG = "fer_tune.role"  # sweep | trial | champion
+ROLE_TAG = "fer_tune.role"  # sweep | trial | rerun | champion
 TRIAL_TAG = "ray.trial_id"  # finds a trial's child again on --resume
 INTERRUPTED_TAG = "fer_tune.interrupted"
+RERUN_ROLE = "rerun"  # a `select:` re-run of a trial with a fresh seed (fer_tune.search.reruns)
+RERUN_OF_TAG, RERUN_SEED_TAG = "fer_tune.rerun_of", "fer_tune.rerun_seed"  # on a re-run: the trial, its seed
 MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters
 
 
@@ -85,18 +87,26 @@ class SweepRuns:
             self._parent = run.info.run_id
         return self._parent
 
-    def child(self, name: str, role: str, key: str | None = None, params: Callable[[], dict] | None = None) -> str:
+    def child(
+        self,
+        name: str,
+        role: str,
+        key: str | None = None,
+        params: Callable[[], dict] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
         """A run nested under the parent, found by its ray.trial_id `key` (if any), created on first use.
 
-        `params` is called only when the run is created (it is looked up on every reported epoch).
+        `params` is called only when the run is created (it is looked up on every reported epoch);
+        `tags` are set on it then too (a re-run's: which trial it re-trains, with which seed).
         """
         cache = key or f"{role}:{name}"
         if cache not in self._children:
             found = {TRIAL_TAG: key} if key else {ROLE_TAG: role}
             run = find_run(self.client, self.experiment_id, **{MLFLOW_PARENT_RUN_ID: self.parent(), **found})
             if run is None:
-                tags = {MLFLOW_PARENT_RUN_ID: self.parent(), SWEEP_TAG: self.sweep, ROLE_TAG: role, **found}
-                run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+                mine = {MLFLOW_PARENT_RUN_ID: self.parent(), SWEEP_TAG: self.sweep, ROLE_TAG: role, **found}
+                run = self.client.create_run(self.experiment_id, run_name=name, tags={**(tags or {}), **mine})
                 self.log_params(run.info.run_id, params() if params else {})
             self._children[cache] = run.info.run_id
         return self._children[cache]

@@ -10,8 +10,8 @@ sqlite:///results/mlflow.db; with a SQLite store, artifacts go to mlartifacts/ b
 database (results/mlartifacts/). Experiment: `mlflow.experiment`, else the space's name.
 
 What: the parent run (tag fer_tune.sweep=<name>) holds the search-space file, sweep.json,
-the data summary, the leaderboard, tables and plots; its children are the trials
-(fer_tune.tracking.callback) and the champion (fer_tune.tracking.champion). Each of them has the
+the data summary, the leaderboard, tables and plots; its children are the trials and a `select:`
+space's re-runs (fer_tune.tracking.callback) and the champion (fer_tune.tracking.champion). Each of them has the
 sweep's data as its dataset input (fer_tune.tracking.dataset_input).
 
 Files beside the sweep's results (results/<sweep>/): tracking.json (where the sweep is tracked and
@@ -102,6 +102,8 @@ class Tracker:
             "budget.max_concurrent": space.budget.max_concurrent,
             "data.source": data.source,
         }
+        if space.select is not None:  # the champion is the best mean over fresh seeds (fer_tune.search.reruns)
+            params.update({"select.top_k": space.select.top_k, "select.seeds": space.select.seeds})
         for name, value in SWEEP_HTTP_SETTINGS.items():
             os.environ.setdefault(name, value)
         settings = mlflow_settings(space)
@@ -158,6 +160,9 @@ class Tracker:
         client.log_dict(parent, sweep.data.summary(), "data_summary.json")
         if sweep.best is not None:
             client.log_metric(parent, f"best_{self.space.metric}", sweep.best.best_metric)
+        if sweep.selection is not None and sweep.selection["champion"].any():  # its mean over the fresh seeds
+            mean = sweep.selection.loc[sweep.selection["champion"], "mean"].iloc[0]
+            client.log_metric(parent, f"champion_mean_{self.space.metric}", float(mean))
         registration = promote_best(sweep, self.runs) if sweep.best is not None else None
         everyone = client.search_runs([self.runs.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.runs.sweep}'")
         log_dataset(client, [run.info.run_id for run in everyone], sweep.data)  # the runs table's Dataset column

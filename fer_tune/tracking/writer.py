@@ -96,13 +96,12 @@ def apply(runs: SweepRuns, record: dict[str, Any]) -> None:
     if kind == "sweep_open":
         runs.reopen(runs.parent())
     elif kind == "trial_open":
-        runs.reopen(runs.child(record["name"], "trial", key=record["trial"], params=lambda: record["params"]))
+        runs.reopen(_trial_run(runs, record))
     elif kind == "metrics":
-        run_id = runs.child(record["name"], "trial", key=record["trial"], params=lambda: record.get("params", {}))
         metrics = [Metric(key, value, record["time"], record["step"]) for key, value in record["values"].items()]
-        runs.client.log_batch(run_id, metrics=metrics)
+        runs.client.log_batch(_trial_run(runs, record), metrics=metrics)
     elif kind == "trial_end":
-        run_id = runs.child(record["name"], "trial", key=record["trial"], params=lambda: record.get("params", {}))
+        run_id = _trial_run(runs, record)
         if record.get("error_text"):
             runs.client.log_text(run_id, record["error_text"], "error.txt")
         runs.end(run_id, record["status"], **record.get("tags", {}))
@@ -110,3 +109,14 @@ def apply(runs: SweepRuns, record: dict[str, Any]) -> None:
         runs.end(runs.parent(), record["status"], **record.get("tags", {}))
     else:
         raise ValueError(f"unknown tracking record {kind!r}")
+
+
+def _trial_run(runs: SweepRuns, record: dict[str, Any]) -> str:
+    """The run of the record's trial (a search trial, or a `select:` re-run with its `run_tags`), made if need be."""
+    return runs.child(
+        record["name"],
+        record.get("role", "trial"),  # records kept before re-runs existed have no role: trials
+        key=record["trial"],
+        params=lambda: record.get("params", {}),
+        tags=record.get("run_tags"),
+    )

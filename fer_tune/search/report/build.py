@@ -4,9 +4,9 @@
     write_report(Path("results/quick-20260101-120000"))
 
 Reads trials.csv, curves.csv, sweep.json and, when the sweep wrote them, predictions.csv/.json
-(fer_tune.search.report.predictions). No MLflow, no Ray, no
+(fer_tune.search.report.predictions) and reruns.csv (fer_tune.search.reruns). No MLflow, no Ray, no
 data: a report rebuilt from the same folder is byte-identical (seeded bootstrap and forest, PNGs
-without timestamps). Sections: the answer, how sure, what mattered, what it cost.
+without timestamps). Sections: the answer, the re-runs (with `select:`), how sure, what mattered, what it cost.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fer_tune.search.report import stats
 from fer_tune.search.report.importance import importances, rung_scores, top_pair
 from fer_tune.search.report.predictions import PREDICTIONS_FILE, PREDICTIONS_META
 from fer_tune.search.report.seed_table import applies, seed_table
+from fer_tune.search.reruns import RERUNS_FILE, champion_of, summarize
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 NEEDED = ("trials.csv", "curves.csv", "sweep.json")
@@ -50,13 +51,15 @@ def build_report(folder: Path) -> dict:
     metric, mode = space["metric"], space["mode"]
     searched = [p["name"] for p in space["space"] if p["kind"] != "fixed"]
     predictions = _predictions(folder)
+    selection = reruns(folder, trials, space, metric)
     return {
         "sweep": folder.name,
         "space_path": space["path"],
         "metric": metric,
         "mode": mode,
         "data": {"source": data["source"], "classes": data["classes"], "images": _split_sizes(data)},
-        "answer": answer(trials, curves, predictions, data, metric),
+        "answer": answer(trials, curves, predictions, data, metric, selection.get("champion")),
+        "reruns": selection,
         "how_sure": how_sure(predictions),
         "what_mattered": what_mattered(trials, curves, searched, metric, mode),
         "cost": cost(trials, curves, space, metric, mode),
@@ -75,9 +78,47 @@ def _predictions(folder: Path) -> dict | None:
     return {"meta": meta, "frame": pd.read_csv(folder / PREDICTIONS_FILE)}
 
 
-def answer(trials: pd.DataFrame, curves: pd.DataFrame, predictions: dict | None, data: dict, metric: str) -> dict:
-    """The chosen configuration, its validation and test scores with intervals, recall per class, confusion."""
-    champion_id = predictions["meta"]["champion"] if predictions else trials["trial_id"].iloc[0]
+def reruns(folder: Path, trials: pd.DataFrame, space: dict, metric: str) -> dict:
+    """`select:`'s re-runs: per re-trained configuration its search score, mean ± sd over fresh seeds and each
+    run; the champion (the best mean, fer_tune.search.reruns.champion_of); their cost. {} without re-runs."""
+    if not (folder / RERUNS_FILE).is_file():
+        return {}
+    table = pd.read_csv(folder / RERUNS_FILE)
+    score = f"best_{metric}"
+    summary = summarize(table, trials, metric)
+    champion = champion_of(summary, space["mode"])
+    runs = {t: rows[["seed", score, "status"]].rename(columns={score: "score"}).to_dict("records")
+            for t, rows in table.groupby("trial_id", sort=False)}  # fmt: skip
+    configurations = [
+        {"trial_id": row["trial_id"], "search_score": row[f"search_{score}"], "mean": row["mean"], "sd": row["sd"],
+         "n": int(row["n"]), "seeds": int(row["seeds"]), "champion": row["trial_id"] == champion,
+         "runs": runs[row["trial_id"]]}
+        for row in summary.to_dict("records")
+    ]  # fmt: skip
+    return {
+        "top_k": space["select"]["top_k"],
+        "seeds": space["select"]["seeds"],
+        "champion": champion,
+        "configurations": configurations,
+        "runs": len(table),
+        "epochs": int(table["epochs_run"].sum()),
+        "trainer_seconds": round(float(table["wall_seconds"].fillna(0.0).sum()), 2),
+    }
+
+
+def answer(
+    trials: pd.DataFrame,
+    curves: pd.DataFrame,
+    predictions: dict | None,
+    data: dict,
+    metric: str,
+    chosen: str | None = None,
+) -> dict:
+    """The chosen configuration, its validation and test scores with intervals, recall per class, confusion.
+
+    The champion is the one the sweep scored (predictions.json), else `chosen` (the re-runs' best mean),
+    else the best trial."""
+    champion_id = predictions["meta"]["champion"] if predictions else chosen or trials["trial_id"].iloc[0]
     row = trials[trials["trial_id"] == champion_id].iloc[0]
     params = {c: _plain(row[c]) for c in _params(trials) if pd.notna(row[c])}
     out = {"trial_id": champion_id, "params": params, f"best_{metric}": _plain(row[f"best_{metric}"])}

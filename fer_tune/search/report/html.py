@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from fer_tune.search.outcome import COMPLETED
 from fer_tune.search.report import figures
+from fer_tune.search.reruns import mean_sd
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; max-width: 980px; margin: 2em auto;
@@ -33,6 +35,7 @@ def render(report: dict, folder: Path) -> str:
         + "</p>",
         _seed_table(report),
         _answer(report),
+        _reruns(report),
         _how_sure(report),
         _mattered(report),
         _cost(report),
@@ -72,7 +75,9 @@ def _table(rows: list[dict], columns: list[str], left: int = 1) -> str:
 def _answer(report: dict) -> str:
     answer, metric = report["answer"], report["metric"]
     params = _table([(k, v) for k, v in answer["params"].items()], ["parameter", "value"])
-    out = [f"<h2>The answer</h2><p>Deploy trial <b>{escape(answer['trial_id'])}</b>:</p>{params}"]
+    by_mean = (report.get("reruns") or {}).get("champion") == answer["trial_id"]
+    chosen = " (the best mean over fresh seeds: see Re-runs)" if by_mean else ""
+    out = [f"<h2>The answer</h2><p>Deploy trial <b>{escape(answer['trial_id'])}</b>{chosen}:</p>{params}"]
     rows = []
     for split in ("validation", "test"):
         if split in answer:
@@ -91,6 +96,29 @@ def _answer(report: dict) -> str:
     out.append(_table(recall, ["class", "images", "recall", "95% interval (Wilson)"]))
     out.append(_img(figures.confusion(shown["confusion"], report["data"]["classes"]), "confusion matrix"))
     return "\n".join(out)
+
+
+def _reruns(report: dict) -> str:
+    """`select:`'s re-runs: each re-trained configuration's mean ± sd over fresh seeds, and every run."""
+    reruns, metric = report.get("reruns"), report["metric"]
+    if not reruns:
+        return ""
+    rows = [
+        (c["trial_id"] + (" (champion)" if c["champion"] else ""), _f(c["search_score"]), mean_sd(c["mean"], c["sd"]),
+         f"{c['n']} / {c['seeds']}", ", ".join(f"{_f(r['score'])} (seed {r['seed']})" if r["status"] == COMPLETED
+                                              else f"{r['status']} (seed {r['seed']})" for r in c["runs"]))
+        for c in reruns["configurations"]
+    ]  # fmt: skip
+    return "\n".join([
+        "<h2>Re-runs with fresh seeds</h2>",
+        f"<p>The best {len(reruns['configurations'])} trials that ran all their epochs, each trained again with "
+        f"{reruns['seeds']} fresh seeds for its full epochs: {reruns['runs']} runs, {reruns['epochs']} epochs, "
+        f"{reruns['trainer_seconds']:.0f} trainer-seconds. The champion is the configuration with the best mean "
+        f"{escape(metric)} over its re-runs; the search's own score, the one each trial was picked for, is left out "
+        "of the mean (it is biased upward: the winner's curse).</p>",
+        _table(rows, ["trial", f"search best {metric}", "mean ± sd (re-runs)", "completed / seeds",
+                      f"best {metric} of each re-run"]),
+    ])  # fmt: skip
 
 
 def _seed_table(report: dict) -> str:

@@ -2,7 +2,7 @@
 
     save_predictions(sweep)   # results/<sweep>/predictions.csv and predictions.json
 
-The best and the second-best trial's best checkpoints (by the space's metric) are scored on the
+The champion's and the next best trial's best checkpoints (by the space's metric) are scored on the
 validation and the test split (validation only, where the data has no test split) with their own
 test-time augmentation, tracked or not: `fer-tune report` then rebuilds every interval and paired
 test from results/<sweep>/ alone. predictions.csv has one row per image: split, index in that
@@ -27,9 +27,11 @@ ROLES = ("champion", "runner_up")
 
 
 def ranked(sweep) -> list:
-    """The sweep's scored trials, best first by the space's metric."""
+    """The sweep's scored trials: its champion (`sweep.best`: with `select:` the best mean over fresh
+    seeds, with a `champion:` rule its pick) first, then the others best first by the space's metric."""
     scored = [r for r in sweep.records if r.best_metric is not None]
-    return sorted(scored, key=lambda r: r.best_metric, reverse=sweep.space.mode == "max")
+    order = sorted(scored, key=lambda r: r.best_metric, reverse=sweep.space.mode == "max")
+    return order if sweep.best is None else [sweep.best, *(r for r in order if r is not sweep.best)]
 
 
 def trial_state(sweep, record) -> dict:
@@ -53,7 +55,7 @@ def predict(state: dict, data, splits: dict) -> dict[str, list[int]]:
 
 
 def save_predictions(sweep, chosen: list | None = None) -> Path | None:
-    """Score the champion and runner-up (`chosen`, else the two best trials) and write their predictions."""
+    """Score the champion and runner-up (`chosen`, else the first two of `ranked`) and write their predictions."""
     chosen = chosen or ranked(sweep)[:2]
     if not chosen:
         return None
