@@ -8,6 +8,7 @@ astronaut (a portrait), coffee and brick (no face).
 """
 
 import io
+import re
 import shutil
 import struct
 import sys
@@ -443,7 +444,10 @@ def test_webcam_frames_go_to_the_api_and_the_page_shows_the_result(server, brows
     live = browser.find_element(By.ID, "live")
     wait_for(browser, lambda d: int(live.get_attribute("data-frames") or 0) >= 3, "three answered webcam frames")
     assert len(live.find_elements(By.CSS_SELECTOR, ".bar")) == 7  # Chromium's fake camera shows no face
-    assert "No face found" in live.text and "frames/s" in live.find_element(By.ID, "live-status").text
+    assert "No face found" in live.text and live.find_element(By.ID, "live-status").text == "live"
+    rate = live.find_element(By.ID, "live-rate")  # the frame rate over the recent frames, and ms a frame
+    assert re.fullmatch(r"\d+\.\d frames/s · \d+ ms a frame", rate.text), rate.text
+    assert float(rate.get_attribute("data-fps")) > 0 and int(rate.get_attribute("data-ms")) > 0
     assert live.find_elements(By.CSS_SELECTOR, ".face-box.whole")
     browser.find_element(By.ID, "webcam").click()
     assert live.get_attribute("hidden") is not None
