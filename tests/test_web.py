@@ -8,6 +8,7 @@ astronaut (a portrait), coffee and brick (no face).
 """
 
 import io
+import re
 import shutil
 import struct
 import sys
@@ -105,8 +106,11 @@ def encoded(pixels: np.ndarray, kind: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
-def post(base: str, content: bytes, filename: str = "photo.jpg", kind: str = "image/jpeg") -> requests.Response:
-    return requests.post(f"{base}/api/predict", files={"file": (filename, content, kind)}, timeout=60)
+def post(
+    base: str, content: bytes, filename: str = "photo.jpg", kind: str = "image/jpeg", track: str | None = None
+) -> requests.Response:
+    form = None if track is None else {"track": track}
+    return requests.post(f"{base}/api/predict", files={"file": (filename, content, kind)}, data=form, timeout=60)
 
 
 def check_prediction(answer: dict) -> None:
@@ -208,6 +212,50 @@ def test_bad_input_gets_a_one_line_json_error_and_the_server_keeps_answering(ser
     body = response.json()
     assert list(body) == ["error"] and message in body["error"] and "\n" not in body["error"]
     assert post(server, encoded(photos.astronaut())).status_code == 200  # still up, still reading faces
+
+
+def box_text(box: dict) -> str:
+    """A face's box as the `track` field gives it (the page's trackOf)."""
+    return ",".join(str(box[key]) for key in ("x", "y", "width", "height"))
+
+
+@pytest.mark.parametrize(
+    "hint",
+    ["the face's own box", "", "400,400,60,60", "600,700,50,50", "the face's own box;1,1,60,60"],
+    ids=["own box", "blank", "elsewhere", "off the picture", "one of two lost"],
+)
+def test_a_track_hint_finds_the_face_around_it_and_a_wrong_one_falls_back_to_the_whole_picture(server, hint):
+    portrait = encoded(photos.astronaut())
+    [whole] = post(server, portrait).json()["faces"]  # no hint: the whole picture searched
+    response = post(server, portrait, track=hint.replace("the face's own box", box_text(whole["box"])))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["face_detected"] and len(answer["faces"]) == 1
+    box, reference = answer["faces"][0]["box"], whole["box"]
+    centre = lambda b: (b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    assert np.allclose(centre(box), centre(reference), atol=6), (box, reference)
+    check_prediction(answer)
+
+
+BAD_TRACKS = {  # a `track` value: what the one-line 422 says
+    "abc": "track: expected up to 20 boxes 'x,y,width,height' (whole pixels) separated by ';', not 'abc'",
+    "1,2,3": "not '1,2,3'",
+    "-1,2,30,30": "not '-1,2,30,30'",
+    "1.5,2,30,30": "not '1.5,2,30,30'",
+    "1,2,30,30;": "not '1,2,30,30;'",
+    "12345678901,2,30,30": "not '12345678901,2,30,30'",
+    ";".join(["1,2,30,30"] * 21): "expected up to 20 boxes",
+    "1,2,0,30": "track: a box's width and height are at least 1 pixel",
+}
+
+
+@pytest.mark.parametrize("track", BAD_TRACKS, ids=lambda track: track[:20])
+def test_a_bad_track_hint_is_a_one_line_422(server, track):
+    response = post(server, encoded(photos.astronaut()), track=track)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["error"] and BAD_TRACKS[track] in body["error"] and "\n" not in body["error"], body
 
 
 def test_the_upload_limit_is_configurable_and_holds_without_a_content_length(folder_server):
@@ -396,7 +444,10 @@ def test_webcam_frames_go_to_the_api_and_the_page_shows_the_result(server, brows
     live = browser.find_element(By.ID, "live")
     wait_for(browser, lambda d: int(live.get_attribute("data-frames") or 0) >= 3, "three answered webcam frames")
     assert len(live.find_elements(By.CSS_SELECTOR, ".bar")) == 7  # Chromium's fake camera shows no face
-    assert "No face found" in live.text and "frames/s" in live.find_element(By.ID, "live-status").text
+    assert "No face found" in live.text and live.find_element(By.ID, "live-status").text == "live"
+    rate = live.find_element(By.ID, "live-rate")  # the frame rate over the recent frames, and ms a frame
+    assert re.fullmatch(r"\d+\.\d frames/s · \d+ ms a frame", rate.text), rate.text
+    assert float(rate.get_attribute("data-fps")) > 0 and int(rate.get_attribute("data-ms")) > 0
     assert live.find_elements(By.CSS_SELECTOR, ".face-box.whole")
     browser.find_element(By.ID, "webcam").click()
     assert live.get_attribute("hidden") is not None
