@@ -128,3 +128,16 @@ def test_marginal_table_per_value_and_per_bin():
     assert by_lr["value"].iloc[0].startswith("0.0001")
     by_t0 = marginal(trials, "T_0", "score")
     assert list(by_t0["value"]) == ["1", "2", "—"]  # the inactive conditional value last
+
+
+def test_equal_scores_rank_no_parameter_and_say_why():
+    """fANOVA has no variance to split when every trial scored the same (Optuna's evaluator raises):
+    no importance, and the reason in words."""
+    from fer_tune.search.report.build import what_mattered
+
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "lr": [1e-3, 2e-3, 3e-3], "best_val_accuracy": [0.25] * 3})
+    curves = pd.DataFrame({"trial_id": ["a", "b", "c"], "epoch": [1, 1, 1], "val_accuracy": [0.25] * 3})
+    mattered = what_mattered(trials, curves, ["lr"], "val_accuracy", "max")
+    assert mattered["importance"] == {} and mattered["unranked"].startswith("every trial scored the same (0.25)")
+    varied = what_mattered(trials, curves.assign(val_accuracy=[0.2, 0.5, 0.9]), ["lr"], "val_accuracy", "max")
+    assert list(varied["importance"]) == ["lr"] and "unranked" not in varied

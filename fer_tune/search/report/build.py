@@ -20,7 +20,7 @@ import pandas as pd
 
 from fer_tune.errors import FerTuneError
 from fer_tune.search.report import stats
-from fer_tune.search.report.importance import importances, rung_scores, top_pair
+from fer_tune.search.report.importance import importances, rung_scores, top_pair, why_unranked
 from fer_tune.search.report.predictions import PREDICTIONS_FILE, PREDICTIONS_META
 from fer_tune.search.report.seed_table import applies, seed_table
 from fer_tune.search.reruns import RERUNS_FILE, champion_of, summarize
@@ -197,6 +197,8 @@ def what_mattered(trials: pd.DataFrame, curves: pd.DataFrame, searched: list[str
         for p in varying
     }
     out = {"rung": rung, "trials_scored": int(score.notna().sum()), "importance": found, "marginals": marginals}
+    if not found:
+        out["unranked"] = why_unranked(score, varying) or "the importance evaluator found nothing to rank"
     pair = top_pair(found)
     if pair is not None:
         a, b = pair

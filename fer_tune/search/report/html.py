@@ -166,6 +166,8 @@ def _mattered(report: dict) -> str:
         rows = [(p, f"{v:.3f}") for p, v in mattered["importance"].items()]
         out += [_table(rows, ["parameter", "importance (fANOVA)"]), _img(figures.importance(mattered["importance"]),
                                                                           "importance")]  # fmt: skip
+    elif mattered.get("unranked"):
+        out.append(f"<p>No importance: {escape(mattered['unranked'])}.</p>")
     if mattered["marginals"]:
         out.append("<h3>Marginal effects: mean score per value, with its 95% interval</h3>")
         for param, table in mattered["marginals"].items():

@@ -41,7 +41,7 @@ def importances(trials: pd.DataFrame, params: list[str], mode: str, score: str =
 
     frame = trials.dropna(subset=[score])
     varying = [p for p in params if p in frame and frame[p].map(_label).nunique() > 1]
-    if len(frame) < MIN_TRIALS or not varying:
+    if why_unranked(frame[score], varying):
         return {}
     columns, distributions = {}, {}
     for param in varying:
@@ -66,6 +66,22 @@ def importances(trials: pd.DataFrame, params: list[str], mode: str, score: str =
         )
     found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=FOREST_SEED))
     return {param: round(float(found.get(param, 0.0)), 6) for param in sorted(found, key=found.get, reverse=True)}
+
+
+def why_unranked(scores: pd.Series, varying: list[str]) -> str | None:
+    """Why no importance can be computed from these scores, or None when it can.
+
+    fANOVA splits the scores' variance among the parameters: with every score equal there is none to
+    split (Optuna's evaluator raises), and "no parameter mattered here" is the honest answer.
+    """
+    scores = scores.dropna()
+    if len(scores) < MIN_TRIALS:
+        return f"fewer than {MIN_TRIALS} scored trials"
+    if not varying:
+        return "no searched parameter took more than one value"
+    if scores.nunique() == 1:
+        return f"every trial scored the same ({scores.iloc[0]:.4g}): no parameter made a difference here"
+    return None
 
 
 def _label(value) -> str:
