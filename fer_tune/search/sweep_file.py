@@ -316,6 +316,10 @@ def load_space(path: str | Path) -> SpaceFile:
     if not isinstance(raw, dict):
         raise FerTuneError(f"{path}: expected a mapping of keys (data, budget, space, ...), got {type(raw).__name__}")
     raw = dict(raw)
+    odd = next((key for key in raw if not isinstance(key, str)), None)
+    if odd is not None or None in raw:  # YAML's `? x` or `1: x` makes a key that is no name
+        keys = ", ".join(k for k in SpaceFile.model_fields if k not in ("path", "space")) + ", space"
+        raise FerTuneError(f"{path}: key {odd!r}: expected a key name; allowed: {keys}")
     for old, hint in RENAMED_KEYS.items():
         if old in raw:
             raise FerTuneError(f"{path}: {old}: renamed; {hint}")
