@@ -275,6 +275,7 @@ def _tune_config(
         # grid's BasicVariantGenerator limits concurrency itself; Ray warns that a second limit is ignored
         max_concurrent_trials=None if space.search.algorithm == "grid" else space.budget.max_concurrent,
         trial_dirname_creator=trial_dirname,
+        reuse_actors=True,
     )
 
 
