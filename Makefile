@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install clean bench screenshot
+.PHONY: run test test-fast lint install clean bench screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (tests/budget.py).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # The README's picture of `fer-tune serve` (docs/serve.png), taken by the page test in headless Chromium.
 screenshot: $(VENV)/.installed-test

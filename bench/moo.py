@@ -63,6 +63,7 @@ def space_yaml(strategy: str, seed: int, n: int, trials: int, epochs: int) -> st
         f"name: moo-{strategy}-{seed}\ndata: {{source: synthetic, n: {n}, seed: 0}}\n{goal}"
         f"search: {{algorithm: {algorithm}, seed: {seed}}}\n"
         f"pruner: {{name: {pruner}, grace_period: 1, reduction_factor: 2}}\n"
+        f"dead_trials: {{enabled: {'false' if pruner == 'none' else 'true'}}}\n"  # (b): no early stop of any kind
         f"budget: {{num_samples: {trials}, max_epochs: {epochs}, max_concurrent: 2}}\n"
         "resources: {cpu: 1, gpu: 0}\n" + SPACE.format()
     )
@@ -97,13 +98,12 @@ def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float
 
 def run_one(strategy: str, seed: int, size: dict, folder: Path) -> tuple[float, int]:
     """One sweep: (hypervolume, epochs trained summed over trials)."""
-    from fer_tune.search.sweep import run_sweep
+    from fer_tune.cli.sweep import run_space
     from fer_tune.search.sweep_file import load_space
 
     path = folder / f"{strategy}-{seed}.yaml"
     path.write_text(space_yaml(strategy, seed, size["n"], size["trials"], size["epochs"]))
-    space = load_space(path)
-    sweep = run_sweep(space, space.data.load(), name=space.name, storage=folder / "ray")
+    sweep = run_space(load_space(path), name=f"moo-{strategy}-{seed}", storage=folder / "ray", track=False)[0]
     trials = sweep.trials.dropna(subset=["best_val_accuracy", "macs"])
     points = [(float(a), math.log10(float(m))) for a, m in zip(trials["best_val_accuracy"], trials["macs"])]
     return hypervolume(points, (0.0, math.log10(1.1 * REFERENCE_MACS))), int(sweep.trials["epochs_run"].sum())

@@ -85,13 +85,33 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` run only where CUDA is available."""
+    """The slow tests' budgets fit the suite's (tests/budget.py); tests marked `gpu` run only where CUDA is."""
+    from budget import check_budgets
+
+    check_budgets(items)
+    config.stash[COLLECTED] = items
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+COLLECTED = pytest.StashKey[list]()
+TOOK: dict[str, float] = {}  # test id -> seconds, setup and teardown included (a module's shared sweep: its first)
+
+
+def pytest_runtest_logreport(report):
+    TOOK[report.nodeid] = TOOK.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    from budget import summary
+
+    if TOOK:
+        for line in summary(config.stash.get(COLLECTED, []), TOOK):
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,69 @@
+"""The suite's time budget: `make test` on an idle 2-core machine, CI's size.
+
+A test that takes more than SLOW_S there is marked with its own budget, in seconds:
+
+    @pytest.mark.slow(seconds=60)
+    def test_a_sweep_...
+
+The budgets are declarations, checked at collection (no test is timed): together they may not pass
+SLOW_BUDGET_S, which is SUITE_BUDGET_S less what the unmarked tests take. A new slow test has to fit,
+or another has to get faster. After a run, the terminal summary compares each slow test's real time
+(setup, call and teardown: a module's shared sweep counts for its first test) with its budget, and
+names unmarked tests that took more than SLOW_S. Those lines inform; they fail nothing, since a busy
+machine is slower. `make test-fast` leaves the slow tests out.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+SUITE_BUDGET_S = 15 * 60  # the brief's: the whole suite in 15 minutes on 2 cores
+UNMARKED_S = 4 * 60  # what the ~750 unmarked tests take together on 2 cores (measured; see the README)
+SLOW_BUDGET_S = SUITE_BUDGET_S - UNMARKED_S
+SLOW_S = 15  # an unmarked test should take less than this
+
+
+def budget_of(item: pytest.Item) -> float | None:
+    """The seconds a `slow` test is budgeted (None for an unmarked test); a bad marker is a usage error."""
+    marker = item.get_closest_marker("slow")
+    if marker is None:
+        return None
+    seconds = marker.kwargs.get("seconds")
+    if marker.args or set(marker.kwargs) != {"seconds"} or not isinstance(seconds, int | float) or seconds <= 0:
+        raise pytest.UsageError(f"{item.nodeid}: expected @pytest.mark.slow(seconds=N) with N > 0")
+    return float(seconds)
+
+
+def check_budgets(items: list[pytest.Item]) -> float:
+    """The collected slow tests' budgets summed; over SLOW_BUDGET_S is a usage error naming the largest."""
+    budgets = {item.nodeid: seconds for item in items if (seconds := budget_of(item)) is not None}
+    total = sum(budgets.values())
+    if total > SLOW_BUDGET_S:
+        largest = sorted(budgets.items(), key=lambda pair: -pair[1])[:3]
+        raise pytest.UsageError(
+            f"the slow tests' budgets sum to {total:.0f} s, over the {SLOW_BUDGET_S} s they may take "
+            f"(tests/budget.py); the largest: " + ", ".join(f"{name} {s:.0f} s" for name, s in largest)
+        )
+    return total
+
+
+def summary(items: list[pytest.Item], took: dict[str, float]) -> list[str]:
+    """The terminal summary's lines: slow tests against their budgets, and unmarked tests over SLOW_S."""
+    lines, slow_total, slow_budget = [], 0.0, 0.0
+    for item in items:
+        if item.nodeid not in took:
+            continue
+        seconds, budget = took[item.nodeid], budget_of(item)
+        if budget is None:
+            if seconds > SLOW_S:
+                lines.append(f"  unmarked but slow: {item.nodeid} took {seconds:.0f} s (over {SLOW_S} s)")
+            continue
+        slow_total, slow_budget = slow_total + seconds, slow_budget + budget
+        if seconds > budget:
+            lines.append(f"  over budget: {item.nodeid} took {seconds:.0f} s of its {budget:.0f} s")
+    everything = sum(took.values())
+    head = (
+        f"time budget: slow tests {slow_total:.0f} s of their {slow_budget:.0f} s; "
+        f"all tests {everything:.0f} s of the suite's {SUITE_BUDGET_S} s (tests/budget.py)"
+    )
+    return [head, *lines]
