@@ -113,3 +113,18 @@ def test_every_scheduler_counts_our_epochs(tmp_path, name, expected):
         assert [milestone for milestone, _ in scheduler._brackets[0]._rungs] == [6, 3]  # grace 3, x2, below max_t 9
     if name == "median":
         assert scheduler._grace_period == 3
+
+
+@pytest.mark.parametrize(("samples", "setting", "expected"), [(10, "", 3), (8, "", 3), (40, "", 10), (400, "", 10),
+                                                              (10, "startup_trials: 5, ", 5)])  # fmt: skip
+def test_tpe_models_the_results_after_a_quarter_of_the_sweep(tmp_path, samples, setting, expected):
+    """Optuna's 10 random startup trials would make a 10-trial TPE sweep a random search."""
+    from fer_tune.search.searchers import build_searcher
+
+    space = space_from(
+        tmp_path,
+        f"search: {{algorithm: optuna, {setting}seed: 0}}\nbudget: {{num_samples: {samples}}}\n"
+        "space:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n",
+    )
+    sampler = build_searcher(space)._sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected

@@ -89,6 +89,8 @@ class SearchConfig(Strict):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
     sampler: Literal["tpe", "nsga2"] = "tpe"  # algorithm optuna's sampler: TPE, or NSGA-II (for several objectives)
     seed: int | None = 0
+    # TPE's random trials before it models the results; None: fer_tune.search.searchers.startup_trials
+    startup_trials: int | None = Field(None, ge=1, le=MAX_SAMPLES)
 
 
 class PrunerConfig(Strict):
