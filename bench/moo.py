@@ -117,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="results folder")
     args = parser.parse_args(argv)
     mode = "full" if args.full else "short"
     size = {**SIZES[mode], **({"seeds": args.seeds} if args.seeds else {})}
     REFERENCE_MACS = largest_macs()
-    record = Recorder("moo", mode, ROOT / "results" / "bench")
+    record = Recorder("moo", mode, args.out)
     results: dict[str, list[tuple[float, int]]] = {s: [] for s in STRATEGIES}
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # results/<sweep>/ of these sweeps stay out of the repository
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     record("epoch_share/a_of_b", 100 * epochs[a] / epochs[b], "%", "<= 40", **setup)
     record("hv_margin/a_minus_c", median[a] - median["tpe_asha_acc"], "HV", "> 0", **setup)
     record("hv_margin/a_minus_d", median[a] - median["random_moasha"], "HV", "> 0", **setup)
-    write_readme(ROOT / "results" / "bench")
+    write_readme(args.out)
     return 0
 
 

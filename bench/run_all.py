@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run_all                   # short versions (~15 min on a 2-core CPU)
     .venv/bin/python -m bench.run_all --full            # the real sizes (GPU-sized: days on a CPU)
-    .venv/bin/python -m bench.run_all --only pipeline   # one or more of: pipeline trial models sweep serve
+    .venv/bin/python -m bench.run_all --only pipeline   # one or more of: pipeline trial models sweep serve tracking moo
 
 Each bench appends one JSON line per figure to results/bench/<bench>.json and prints it;
 the README's table shows the latest line of every figure. Timings are only as quiet as the
@@ -16,10 +16,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench import models, pipeline, serve, sweep, trial
+from bench import models, moo, pipeline, serve, sweep, tracking, trial
 from bench.common import RESULTS, write_readme
 
-BENCHES = {"pipeline": pipeline, "trial": trial, "models": models, "sweep": sweep, "serve": serve}
+BENCHES = {
+    "pipeline": pipeline,
+    "trial": trial,
+    "models": models,
+    "sweep": sweep,
+    "serve": serve,
+    "tracking": tracking,
+    "moo": moo,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
