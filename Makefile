@@ -36,9 +36,11 @@ test: lint
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# The README's picture of `fer-tune serve` (docs/serve.png), taken by the page test in headless Chromium.
+# The README's pictures of `fer-tune serve` (docs/serve.png) and of a sweep's report (docs/report.png),
+# taken by the page tests in headless Chromium.
 screenshot: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/test_web.py -k page_boxes_the_face --screenshot docs/serve.png
+	$(BIN)/python -m pytest -q tests/test_report.py -k headless_chromium --report-screenshot docs/report.png
 
 # Benchmarks (bench/): short by default; `make bench BENCH_ARGS=--full` for the real sizes.
 bench: $(VENV)/.installed

@@ -82,6 +82,12 @@ def pytest_addoption(parser):
         metavar="PNG",
         help="tests/test_web.py: also write the page's screenshot here (`make screenshot`: docs/serve.png)",
     )
+    parser.addoption(
+        "--report-screenshot",
+        default=None,
+        metavar="PNG",
+        help="tests/test_report.py: also write the report's screenshot here (`make screenshot`: docs/report.png)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
