@@ -8,26 +8,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from fer_tune.data.dataset import Split  # noqa: E402
+from fer_tune.search.report.figures import draw_confusion  # noqa: E402
 
 MISTAKES_SHOWN = 25  # the most confident mistakes, as a 5x5 grid
 
 
 def plot_confusion(confusion: torch.Tensor, classes, out: Path) -> None:
-    """Rows: true class, columns: predicted; colour is the row share, the number the count."""
-    counts = confusion.numpy()
-    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    """The report's confusion matrix (fer_tune.search.report.figures), titled, as a PNG file."""
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for (row, col), count in np.ndenumerate(counts):
-        ax.text(col, row, str(count), ha="center", va="center", color="white" if shares[row, col] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    draw_confusion(ax, confusion.numpy(), classes)
+    ax.set_title("confusion matrix")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

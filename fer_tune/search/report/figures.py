@@ -24,17 +24,20 @@ def png(fig) -> bytes:
 
 
 def confusion(matrix: list[list[int]], classes: list[str]) -> bytes:
-    """Rows: true class, columns: predicted; colour is the row share, the number the count."""
-    counts = np.array(matrix)
-    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    draw_confusion(ax, np.array(matrix), classes)
+    return png(fig)
+
+
+def draw_confusion(ax, counts: np.ndarray, classes) -> None:
+    """Rows: true class, columns: predicted; colour is the row share, the number the count."""
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (row, col), count in np.ndenumerate(counts):
         ax.text(col, row, str(count), ha="center", va="center", color="white" if shares[row, col] > 0.5 else "black")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set(xlabel="predicted", ylabel="true")
-    return png(fig)
 
 
 def importance(found: dict[str, float]) -> bytes:
