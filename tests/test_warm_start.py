@@ -236,5 +236,9 @@ def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     saved = pickle.loads(state.read_bytes())
     study = saved["_ot_study"] if isinstance(saved, dict) and "_ot_study" in saved else saved["searcher"]._ot_study
     seeded = [t.user_attrs[EARLIER_ATTR] for t in study.trials if EARLIER_ATTR in t.user_attrs]
-    assert sorted(seeded) == ["old-1/t1", "old-1/t4", "old-1/t6"]  # once each
-    assert len([t for t in study.trials if EARLIER_ATTR not in t.user_attrs]) == 4
+    # once each: every earlier trial with a score and lr in range (V2 has no scheduler: t3's cos_warm is dropped)
+    assert sorted(seeded) == ["old-1/t1", "old-1/t3", "old-1/t4", "old-1/t6"]
+    # the sweep's own trials, none twice; Ray saves the searcher on a timer, so its last file may predate the last
+    new = [t.params.get("lr", t.system_attrs.get("fixed_params", {}).get("lr")) for t in study.trials
+           if EARLIER_ATTR not in t.user_attrs]  # fmt: skip
+    assert 1 <= len(new) <= 4 and len(set(new)) == len(new), new
