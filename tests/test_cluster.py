@@ -59,6 +59,7 @@ def last_results(storage: Path, name: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(("gpu", "flag", "at_once"), [("0.25", [], 4), ("1", ["--gpus-per-trial", "0.5"], 2)])
+@pytest.mark.slow(seconds=90)
 def test_fractional_gpus_pack_trials_on_a_declared_gpu(cluster, workdir, blob_csv, gpu, flag, at_once):
     """One node declaring one logical GPU (no CUDA): resources.gpu 0.25 runs four trials at once, --gpus-per-trial
     0.5 two, measured from the trials' own start and end times; each saw the GPU id Ray gave it. The trials ask
@@ -81,6 +82,7 @@ def test_fractional_gpus_pack_trials_on_a_declared_gpu(cluster, workdir, blob_cs
     assert most_at_once([(m["started_at"], m["reported_at"]) for m in last]) == at_once
 
 
+@pytest.mark.slow(seconds=30)
 def test_a_trial_given_a_gpu_without_cuda_fails_in_one_line(cluster, workdir, blob_csv):
     cluster.add_node(num_cpus=2, num_gpus=1, **SMALL_NODE)
     cluster.wait_for_nodes()
@@ -93,6 +95,7 @@ def test_a_trial_given_a_gpu_without_cuda_fails_in_one_line(cluster, workdir, bl
     assert "CUDA is not available" in trial["error"] and "\n" not in trial["error"]
 
 
+@pytest.mark.slow(seconds=120)
 def test_a_node_lost_mid_sweep_resumes_its_trials_elsewhere(cluster, workdir, blob_csv):
     """Three one-CPU worker nodes, one trial each; once every trial has a checkpoint one node is removed. Its
     trial resumes from its last checkpoint on a remaining node (budget.max_failures 1), and the sweep ends with

@@ -119,6 +119,7 @@ def skewed_csv(tmp_path_factory):
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=50)
 def test_a_dead_trial_stops_at_its_grace_epoch_and_says_why(ray_local, workdir, skewed_csv, capsys):
     """lr 1e-7 learns nothing (at or below 0.4286 after 2 epochs): stopped at epoch 2 with the reason on the
     console, in trials.csv and as an MLflow tag. lr 3e-3 is below chance after epoch 1 and well above it

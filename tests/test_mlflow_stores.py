@@ -23,6 +23,7 @@ def mlflow_server(workdir, port: int) -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=100)
 def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeypatch):
     port = free_port()
     command = mlflow_server(workdir, port)
@@ -64,6 +65,7 @@ def test_an_unusable_store_is_a_one_line_error(uri, monkeypatch, capsys):
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=230)
 def test_a_tracking_server_lost_mid_sweep_loses_nothing(workdir, blob_csv):
     """The server dies after the first epoch is logged: the sweep runs on, results/ gets everything, the
     records MLflow could not take wait on disk, and `results sync` writes them once it is back."""

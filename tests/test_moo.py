@@ -51,6 +51,7 @@ space:
 GRID = "  width: {grid: [1.0, 0.25]}\n  lr: {grid: [3.0e-3, 1.0e-5]}\n"
 
 
+@pytest.mark.slow(seconds=100)
 def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_the_champion(
     ray_local, workdir, blob_csv, capsys
 ):
@@ -97,6 +98,7 @@ def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_th
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registration.version
 
 
+@pytest.mark.slow(seconds=200)
 def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupted_one(workdir, blob_csv):
     grid = "  width: {grid: [1.0, 0.25, 0.5]}\n  lr: {grid: [3.0e-3, 1.0e-5]}\n"
     (workdir / "exact.yaml").write_text(space_text("exact", grid, narrow_macs(), epochs=4))

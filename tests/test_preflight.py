@@ -56,6 +56,7 @@ def test_gpus_per_trial_overrides_the_file(ray_local, space_file, capsys):
     assert "--gpus-per-trial -1: expected a finite number from 0 to 64" in one_line_error(capsys)
 
 
+@pytest.mark.slow(seconds=20)
 def test_an_address_where_no_cluster_listens_fails_in_seconds(space_file):
     port = free_port()
     started = time.monotonic()
@@ -140,6 +141,7 @@ def test_results_rejects_a_bad_top_and_a_folder_without_sweep_json(workdir, caps
     assert "sweep.json: not found" in one_line_error(capsys)
 
 
+@pytest.mark.slow(seconds=20)
 def test_local_ray_listens_on_loopback_only(workdir):
     code = (
         "from fer_tune.search.cluster import connect_ray\nimport ray\nconnect_ray(None)\n"

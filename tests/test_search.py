@@ -40,6 +40,7 @@ def trial_epochs(sweep) -> dict[str, list[int]]:
     return {trial: list(group["epoch"]) for trial, group in curves.groupby("trial_id")}
 
 
+@pytest.mark.slow(seconds=60)
 def test_optuna_asha_sweep_prunes_and_writes_results(ray_local, workdir, blob_csv, capsys):
     space = space_file(
         workdir,
@@ -69,6 +70,7 @@ def test_optuna_asha_sweep_prunes_and_writes_results(ray_local, workdir, blob_cs
     assert f"sweep {sweep.name}: 6 trials" in printed and sweep.best.trial_id in printed
 
 
+@pytest.mark.slow(seconds=50)
 def test_grid_sweep_runs_every_point_once(ray_local, workdir, blob_csv):
     space = space_file(
         workdir,
@@ -85,6 +87,7 @@ def test_grid_sweep_runs_every_point_once(ray_local, workdir, blob_csv):
     assert (trials["status"] == "completed").all()
 
 
+@pytest.mark.slow(seconds=30)
 def test_conditional_space_trains_with_the_sampled_values(ray_local, workdir, blob_csv):
     space = space_file(
         workdir,
@@ -106,6 +109,7 @@ def test_conditional_space_trains_with_the_sampled_values(ray_local, workdir, bl
     assert rows.loc[rows["scheduler"] == "cos_warm", "step_size"].isna().all()
 
 
+@pytest.mark.slow(seconds=170)
 def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
     """SIGINT the driver while one trial is done and one is half-way; --resume finishes the sweep
     without re-running the finished trial and continues the half-done one from its checkpoint."""
@@ -163,6 +167,7 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
         assert sorted(set(steps)) == list(range(1, 9))  # every epoch, the resumed ones included
 
 
+@pytest.mark.slow(seconds=200)
 def test_asha_resumed_after_sigkill_stops_the_same_trials(workdir, blob_csv):
     """Ray's Tuner.restore forgets ASHA's rungs (ray-project/ray#30838); fer-tune persists them. A sweep
     SIGKILLed part-way and resumed ends with the trials.csv of an uninterrupted run (up to timings)."""
@@ -202,6 +207,7 @@ def three_node_cluster():
     cluster.shutdown()
 
 
+@pytest.mark.slow(seconds=50)
 def test_sweep_across_a_three_node_cluster(three_node_cluster, workdir, blob_csv):
     import ray
 
@@ -221,6 +227,7 @@ def test_sweep_across_a_three_node_cluster(three_node_cluster, workdir, blob_csv
 
 
 @pytest.mark.parametrize("pruner", ["none", "asha"])
+@pytest.mark.slow(seconds=60)
 def test_a_trials_outcome_is_judged_by_its_own_epochs(pruner, ray_local, workdir, blob_csv, capsys):
     """A space that searches `epochs` below max_epochs: a trial that ran all of *its* epochs completed,
     on the console, in trials.csv and in MLflow alike; only the pruner stops a trial early."""
@@ -260,6 +267,7 @@ def test_a_trials_outcome_is_judged_by_its_own_epochs(pruner, ray_local, workdir
         assert len(client.search_model_versions("name = 'fer-emotion'")) == len(versions)
 
 
+@pytest.mark.slow(seconds=30)
 def test_no_track_writes_results_and_touches_no_store(ray_local, workdir, blob_csv, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (workdir / "untracked.yaml").write_text(

@@ -73,11 +73,13 @@ def smoke(space: str, data: Path, cwd: Path, torch_home: Path) -> pd.DataFrame:
     return trials
 
 
+@pytest.mark.slow(seconds=140)
 def test_tynasello_runs_in_smoke_mode(workdir, torch_home):
     trials = smoke("tynasello.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
     assert set(trials["model"]) <= {"resnet50", "custom6"}
 
 
+@pytest.mark.slow(seconds=70)
 def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(workdir, torch_home):
     folder = tiny_folder(workdir / "unique_images", DZUBAK_CLASSES)
     trials = smoke("dzubak.yaml", folder, workdir, torch_home)
@@ -86,6 +88,7 @@ def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(workdir, torch_home):
     assert all(f'"{name}"' in sweep for name in DZUBAK_CLASSES) and '"angry"' not in sweep
 
 
+@pytest.mark.slow(seconds=300)
 def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
     tiny_folder(workdir / "data" / "jaffe", JAFFE_CLASSES, splits=("train",), per_class=2)
     tiny_folder(workdir / "data" / "faces", FACES_CLASSES, splits=("train",), per_class=2)
@@ -94,6 +97,7 @@ def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
     assert "data/jaffe" in summary and "data/faces" in summary
 
 
+@pytest.mark.slow(seconds=50)
 def test_tandon2020_runs_in_smoke_mode_as_a_grid(workdir, torch_home):
     trials = smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
     # A grid stays a grid: its first axis keeps two values, every other axis its first, so the two

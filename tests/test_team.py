@@ -67,11 +67,13 @@ def race(uri: str, folder: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=20)
 def test_two_promoters_racing_on_sqlite(tmp_path):
     race(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=20)
 def test_two_promoters_racing_on_postgresql(tmp_path):
     with postgres_database() as uri:
         race(uri, tmp_path)
@@ -89,6 +91,7 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's GenAI j
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=150)
 def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(tmp_path, blob_csv):
     """A tracked sweep against `mlflow server` on PostgreSQL with served artifacts. The server stops after
     the first logged epoch and comes back while the sweep still runs: the writer's retry delivers the
@@ -191,6 +194,7 @@ def team_setup_commands() -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=150)
 def test_readme_team_setup_word_for_word(tmp_path):
     import os
     import shlex
@@ -246,6 +250,7 @@ def test_readme_team_setup_word_for_word(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=30)
 def test_a_server_whose_database_is_down_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     """The server answers /health, but PostgreSQL refuses it: the pre-flight says so in one line, in seconds."""
     import psycopg
@@ -273,6 +278,7 @@ def test_a_server_whose_database_is_down_is_a_one_line_error(tmp_path, monkeypat
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=100)
 def test_two_sweeps_at_once_into_one_server_and_one_model(tmp_path, blob_csv):
     """Two drivers, started together, track into one `mlflow server` on PostgreSQL under one registered model
     name: each trial is recorded once under its own sweep's parent, and the promotion ends with one champion

@@ -80,6 +80,7 @@ def tracked(tmp_path_factory, blob_csv):
         yield Tracked(folder, sweep, registration, uri, MlflowClient(uri))
 
 
+@pytest.mark.slow(seconds=30)
 def test_one_parent_run_and_a_nested_child_per_trial(tracked):
     sweep, client = tracked.sweep, tracked.client
     experiment = client.get_experiment_by_name("fer-tracked")
@@ -265,6 +266,7 @@ def test_bad_input_is_one_line_error(tracked, argv, message, capsys):
     assert message in captured.err and "Traceback" not in captured.err + captured.out
 
 
+@pytest.mark.slow(seconds=20)
 def test_mlflow_models_serve_answers_a_scoring_request(tracked):
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion"]
@@ -294,6 +296,7 @@ def store_copy(tracked, tmp_path, monkeypatch):
     return MlflowClient(uri)
 
 
+@pytest.mark.slow(seconds=30)
 def test_worse_sweep_is_registered_as_challenger(tracked, store_copy, blob_csv):
     """A 1-epoch lr 1e-5 model cannot beat the champion: it becomes the challenger, and says why."""
     worse = SPACE.replace("name: tracked", "name: worse").replace("max_epochs: 3", "max_epochs: 1")
@@ -313,6 +316,7 @@ def test_worse_sweep_is_registered_as_challenger(tracked, store_copy, blob_csv):
     assert str(tracked.client.get_model_version_by_alias(MODEL, "champion").version) == champion  # original intact
 
 
+@pytest.mark.slow(seconds=30)
 def test_a_better_sweep_takes_the_champion_alias(tracked, workdir, blob_csv, monkeypatch):
     """In a store whose champion is a 1-epoch lr 1e-5 model, the tracked sweep's best (lr 3e-3) beats it:
     the new version takes `champion`, the old one keeps its number without the alias."""

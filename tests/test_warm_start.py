@@ -167,6 +167,7 @@ def trials_in_order(workdir: Path, name: str, storage: Path) -> pd.DataFrame:
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=80)
 def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workdir, blob_csv, capsys):
     """e1 (untracked, --no-track) -> w1 warm-started from results/e1/ in a changed space (counts reported,
     the earlier best proposed first, recorded on the parent run) -> w2 warm-started from w1 read from MLflow."""
@@ -213,6 +214,7 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
 
 
 @pytest.mark.integration
+@pytest.mark.slow(seconds=90)
 def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     """SIGKILL a warm-started sweep once its first trial has reported, --resume it: the study it ends with
     holds each earlier trial once, and every trial of the sweep ran once."""

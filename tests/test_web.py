@@ -129,6 +129,7 @@ def check_prediction(answer: dict) -> None:
 # ---- The API
 
 
+@pytest.mark.slow(seconds=50)
 def test_portrait_yields_a_face_box_and_seven_probabilities(server):
     response = post(server, encoded(photos.astronaut()))
     assert response.status_code == 200, response.text
@@ -258,6 +259,7 @@ def test_a_bad_track_hint_is_a_one_line_422(server, track):
     assert list(body) == ["error"] and BAD_TRACKS[track] in body["error"] and "\n" not in body["error"], body
 
 
+@pytest.mark.slow(seconds=20)
 def test_the_upload_limit_is_configurable_and_holds_without_a_content_length(folder_server):
     """1 MB here: refused from its Content-Length, and counted as it streams when it has none (chunked)."""
     content = encoded(photos.astronaut()) + bytes(3 * 2**19)  # 1.5 MB
