@@ -1,13 +1,15 @@
-"""Search efficiency over several search seeds: grid vs random+ASHA vs TPE+ASHA vs warm-started TPE+ASHA.
+"""Search efficiency over several search seeds: grid vs random+ASHA vs TPE+ASHA (with and without the
+thin-rung rule) vs warm-started TPE+ASHA.
 
     .venv/bin/python -m bench.sweep --compare                       # synthetic faces and sklearn digits, 5 seeds
     .venv/bin/python -m bench.sweep --compare --seeds 2 --datasets digits --max-epochs 3   # a reduced run
 
 On each dataset (synthetic faces; scikit-learn's 8x8 handwritten digits written as an image folder):
-* grid: the tandon2020-shaped grid (bench.sweep's short grid), every trial to the last epoch; it has no
+* grid: the tandon2020-shaped grid (COMPARE_GRID, 60 points), every trial to the last epoch; it has no
   search seed, so it runs once per dataset.
-* random+ASHA and TPE+ASHA: the same space with choices, the same number of trials and the same ASHA
-  rungs (equal epoch budgets), once per search seed.
+* random+ASHA and TPE+ASHA: the same axes as choices, the same number of trials and the same ASHA
+  rungs (equal epoch budgets: COMPARE_SHARE of the grid's), once per search seed.
+* TPE+ASHA without the thin-rung rule (pruner.min_rung_results: 0): the rule measured on its own.
 * warm TPE+ASHA: TPE+ASHA with seed s warm-started (`--warm-start`) from the cold TPE+ASHA sweep of the
   next seed: a different-seed earlier sweep on the same data.
 Figures: median and spread (min, max) over the seeds of the best validation accuracy and of the epochs
@@ -46,26 +48,68 @@ def digits_folder(root: Path) -> Path:
     return root
 
 
-def spaces_for(dataset: str, data_source: str | None, max_epochs: int, n: int):
-    """(grid, choices space, setup) from bench.sweep's short efficiency spaces, resized."""
-    from bench.sweep import efficiency_spaces
-    from fer_tune.search.sweep_file import BudgetConfig
+# The grid: tandon2020.yaml's own axes (2 models x 5 augmentations x 3 schedules x 2 filter sizes; one
+# cos_warm setting) at bench.sweep's short width, with vgg and deep for its model2 and model3, which
+# learn nothing in a few CPU epochs (bench.sweep's SHORT_GRID says why).
+COMPARE_GRID = {
+    "model": ("vgg", "deep"),
+    "augmentation": ("trans1", "trans3", "trans4", "trans7", "trans10"),
+    "scheduler": ("plateau", "step", "cos_warm"),
+    "T_0": (2,),
+    "T_mult": (10,),
+    "kernel_size": (2, 3),
+}
+# The searchers get the share of the grid's epochs the target names (<= 15%), as trials: epochs /
+# (ASHA's expected epochs per trial x bench.sweep's allowance for asynchronous promotion).
+COMPARE_SHARE = 0.15
+COMPARE_ASHA = dict(grace_period=1, reduction_factor=3)
 
-    grid, asha, setup = efficiency_spaces(full=False)
-    data = grid.data.model_copy(update={"n": n})
-    budget = dict(max_epochs=max_epochs)
-    grid = grid.model_copy(
-        update={"name": f"cmp-{dataset}-grid", "data": data, "budget": grid.budget.model_copy(update=budget)}
+
+def spaces_for(dataset: str, data_source: str | None, max_epochs: int, n: int):
+    """(grid, choices space, setup): the tandon2020-shaped grid and the same axes as choices for the
+    searchers, with as many ASHA trials as COMPARE_SHARE of the grid's epochs allows."""
+    from bench.sweep import ASHA_ASYNC_FACTOR, SHORT_WIDTH, TANDON, _as_choices, asha_epochs_per_trial, for_bench
+    from fer_tune.search.sampling import grid_points
+    from fer_tune.search.sweep_file import BudgetConfig, DataConfig, PrunerConfig, SearchConfig, load_space
+
+    grid, choices = _as_choices(load_space(TANDON), COMPARE_GRID, SHORT_WIDTH)
+    data = DataConfig(source="synthetic", n=n, seed=0)
+    grid = for_bench(
+        grid.model_copy(
+            update={
+                "name": f"cmp-{dataset}-grid",
+                "data": data,
+                "budget": BudgetConfig(num_samples=1, max_epochs=max_epochs, max_concurrent=2),
+            }
+        )
     )
-    samples = asha.budget.num_samples
-    asha = asha.model_copy(
-        update={
-            "name": f"cmp-{dataset}-asha",
-            "data": data,
-            "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs, max_concurrent=2),
-        }
+    points = len(grid_points(grid))
+    budget = COMPARE_SHARE * points * max_epochs
+    per_trial = asha_epochs_per_trial(COMPARE_ASHA["grace_period"], COMPARE_ASHA["reduction_factor"], max_epochs)
+    samples = max(1, min(points, int(budget // (ASHA_ASYNC_FACTOR * per_trial))))
+    asha = for_bench(
+        choices.model_copy(
+            update={
+                "name": f"cmp-{dataset}-asha",
+                "data": data,
+                "search": SearchConfig(algorithm="optuna", seed=0),
+                "pruner": PrunerConfig(name="asha", **COMPARE_ASHA),
+                "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs, max_concurrent=2),
+            }
+        )
     )
-    return grid, asha, {**setup, "max_epochs": max_epochs, "data_n": n, "data_source": data_source or "synthetic"}
+    setup = dict(
+        grid_points=points,
+        grid_axes={k: list(v) for k, v in COMPARE_GRID.items()},
+        width=SHORT_WIDTH,
+        max_epochs=max_epochs,
+        data_n=n,
+        data_source=data_source or "synthetic",
+        asha_trials=samples,
+        asha=COMPARE_ASHA,
+        epoch_budget=budget,
+    )
+    return grid, asha, setup
 
 
 def sweep_run(space, name: str, data_source: str | None, warm: str | None = None):
@@ -109,13 +153,16 @@ def run_compare(
         if run_grid:
             grid = sweep_run(grid_space, f"cmp-{dataset}-grid-{stamp}", source)
             grid_best, grid_epochs = 100 * grid.best.best_metric, int(grid.trials["epochs_run"].sum())
-        found: dict[str, dict[int, tuple[float, int]]] = {"random": {}, "tpe": {}, "warm": {}}
+        found: dict[str, dict[int, tuple[float, int]]] = {"random": {}, "tpe": {}, "tpe_no_floor": {}, "warm": {}}
         cold = {}
+        floorless = asha_space.pruner.model_copy(update={"min_rung_results": 0})
         for seed in seeds:
-            for method, algorithm in (("random", "random"), ("tpe", "optuna")):
+            for method, algorithm in (("random", "random"), ("tpe", "optuna"), ("tpe_no_floor", "optuna")):
                 space = asha_space.model_copy(
                     update={"search": asha_space.search.model_copy(update={"algorithm": algorithm, "seed": seed})}
                 )
+                if method == "tpe_no_floor":  # the thin-rung rule off: ASHA promotes from any rung
+                    space = space.model_copy(update={"pruner": floorless})
                 sweep = sweep_run(space, f"cmp-{dataset}-{method}-s{seed}-{stamp}", source)
                 found[method][seed] = (100 * sweep.best.best_metric, int(sweep.trials["epochs_run"].sum()))
                 if method == "tpe":
@@ -137,7 +184,7 @@ def run_compare(
         context = dict(dataset=dataset, seeds=seeds, **setup)
         if run_grid:
             lines.append(record(f"compare/{dataset}/grid_best", grid_best, "%", epochs=grid_epochs, **context))
-        for method in ("random", "tpe", "warm"):
+        for method in ("random", "tpe", "tpe_no_floor", "warm"):
             if not found[method]:
                 continue
             best = [found[method][s][0] for s in seeds if s in found[method]]
@@ -174,6 +221,20 @@ def run_compare(
                 "points",
                 target=TARGETS["tpe_vs_random"],
                 definition="median over seeds of (TPE+ASHA best - random+ASHA best), same seed and budget",
+                **context,
+            )
+        )
+        floor = [found["tpe"][s][0] - found["tpe_no_floor"][s][0] for s in seeds]
+        floor_epochs = [found["tpe"][s][1] - found["tpe_no_floor"][s][1] for s in seeds]
+        lines.append(
+            record(
+                f"compare/{dataset}/thin_rung_rule",
+                statistics.median(floor),
+                "points",
+                definition="median over seeds of (TPE+ASHA best - the same sweep with pruner.min_rung_results: 0); "
+                "epochs: the same difference in epochs trained",
+                spread=summary(floor),
+                epochs=summary(floor_epochs),
                 **context,
             )
         )
