@@ -145,7 +145,9 @@ def test_a_dead_trial_stops_at_its_grace_epoch_and_says_why(ray_local, workdir, 
     assert slow[1] <= 30 / 70 < slow[2]  # it was at chance inside its grace: the grace is what saved it
 
     console = capsys.readouterr().out
-    assert f"trial {dead['trial_id']} stopped early at epoch 2 of 3: no better than chance" in console
+    [line] = [line for line in console.splitlines() if f"trial {dead['trial_id']} " in line]
+    assert "stopped early at epoch 2 of 3: no better than chance" in line
+    assert line.count("val_accuracy") == 1 and line.count("epoch") == 1, line  # each said once
     client = MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("dead").experiment_id], "tags.`fer_tune.role` = 'trial'")
     tags = {run.data.tags["ray.trial_id"]: (run.info.status, run.data.tags) for run in runs}

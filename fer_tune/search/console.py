@@ -53,9 +53,10 @@ class ConsoleReport(tune.Callback):
         value = (trial.last_result or {}).get(self.metric)
         if isinstance(value, float) and math.isfinite(value):
             self.best = value if better(value, self.best, self.mode) else self.best
+        outcome = outcome_of(trial, self.max_epochs, rule=self.rule)
         shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
-        self._say(f"trial {trial.trial_id} {outcome_of(trial, self.max_epochs, rule=self.rule).describe()}: "
-                  f"{self.metric} {shown}  ({self._params(trial)})")  # fmt: skip
+        score = "" if self.metric in (outcome.reason or "") else f": {self.metric} {shown}"  # said once
+        self._say(f"trial {trial.trial_id} {outcome.describe()}{score}  ({self._params(trial)})")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         outcome = outcome_of(trial, self.max_epochs, error=error_text(trial))

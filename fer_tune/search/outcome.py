@@ -72,12 +72,10 @@ class ChanceRule:
         """Whether a trial reporting `accuracy` after `epoch` epochs is to be stopped."""
         return epoch >= self.grace and self.at_chance(accuracy)
 
-    def reason(self, epoch: int, accuracy: float) -> str:
+    def reason(self, accuracy: float) -> str:
+        """Why a trial at `accuracy` is dead (the outcome's own words say at which epoch)."""
         margin = f" + margin {self.margin:g}" if self.margin else ""
-        return (
-            f"no better than chance: {CHANCE_METRIC} {accuracy:.4f} <= majority-class rate "
-            f"{self.rate:.4f}{margin} at epoch {epoch}"
-        )
+        return f"no better than chance: {CHANCE_METRIC} {accuracy:.4f} <= majority-class rate {self.rate:.4f}{margin}"
 
 
 def majority_rate(class_counts: list[int]) -> float:
@@ -94,7 +92,7 @@ def trial_outcome(
         return Outcome(FAILED, epochs, planned, error_line(error))
     if epochs >= planned:
         return Outcome(COMPLETED, epochs, planned)
-    reason = rule.reason(epochs, accuracy) if rule is not None and rule.at_chance(accuracy) else None
+    reason = rule.reason(accuracy) if rule is not None and rule.at_chance(accuracy) else None
     return Outcome(STOPPED, epochs, planned, reason)
 
 
