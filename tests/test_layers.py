@@ -5,6 +5,7 @@ check that they pass on the tree, that they would catch a violation, and that im
 core really leaves ray, optuna, mlflow, pandas and matplotlib out of the process.
 """
 
+import re
 import shutil
 import subprocess
 import sys
@@ -106,3 +107,13 @@ def test_importing_core_and_data_leaves_the_heavy_libraries_out():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's Layout section is the floor plan a reader gets: a module it does not name is a room
+    missing from the plan."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("**How a sweep flows.**")]
+    modules = [p for p in (ROOT / "fer_tune").rglob("*.py") if p.stem not in ("__init__", "__main__")]
+    unnamed = [str(p.relative_to(ROOT)) for p in modules if not re.search(rf"\b{p.stem}\b", layout)]
+    assert unnamed == [], f"README Layout does not name: {unnamed}"
