@@ -329,6 +329,11 @@ def test_a_malformed_csv_and_a_grid_over_a_range_fail_before_ray(space_file, no_
     assert "space.lr: a uniform range cannot be enumerated" in one_line_error(capsys)
 
 
+def test_a_warm_start_from_a_sweep_that_does_not_exist_fails_before_ray(space_file, no_ray, capsys):
+    assert main(["run", "bad.yaml", "--no-track", "--name", "w", "--warm-start", "nosuch"]) == 1
+    assert "--warm-start nosuch: no finished sweep of that name" in one_line_error(capsys)
+
+
 # --- predict -----------------------------------------------------------------------------------------
 
 

@@ -74,6 +74,8 @@ def test_mlflow_names_are_names(tmp_path, key):
         (["run", "s.yaml", "--no-track", "--name", "x" * 300], "--name"),
         (["results", "../x"], "results NAME"),
         (["results", "sync", "../../x"], "results sync NAME"),
+        (["report", "../x"], "report NAME"),
+        (["run", "s.yaml", "--no-track", "--warm-start", "../x"], "--warm-start"),
     ],
 )
 def test_the_commands_refuse_a_bad_name_before_writing_anything(workdir, capsys, argv, where):

@@ -156,6 +156,7 @@ def sweep(where: str, sweep_json: str | None = SWEEP_JSON, trials: str | None = 
 RUN = ["run", "q.yaml", "--no-track"]  # a tiny sweep, untracked
 RUN_TRACKED = ["run", "q.yaml"]
 Q = space()
+OUTSIDE = together(folder("results"), sweep("x"))  # a sweep at results/../x
 
 
 def cases() -> list[Case]:
@@ -174,9 +175,9 @@ def cases() -> list[Case]:
         Case("sec-name-empty", "security", RUN + ["--name", ""], r"--name", setup=Q),
         Case("sec-name-space", "security", RUN + ["--name", "a b"], r"--name", setup=Q),
         Case("sec-name-absolute", "security", RUN + ["--name", "{case}/abs"], r"--name", setup=Q),
-        Case("sec-results-dotdot", "security", ["results", "../x"], r"\.\./x|NAME", setup=sweep("x")),
-        Case("sec-results-sync-dotdot", "security", ["results", "sync", "../x"], r"\.\./x|NAME", setup=sweep("x")),
-        Case("sec-report-dotdot", "security", ["report", "../x"], r"\.\./x|NAME", setup=sweep("x")),
+        Case("sec-results-dotdot", "security", ["results", "../x"], r"\.\./x|NAME", setup=OUTSIDE),
+        Case("sec-results-sync-dotdot", "security", ["results", "sync", "../x"], r"\.\./x|NAME", setup=OUTSIDE),
+        Case("sec-report-dotdot", "security", ["report", "../x"], r"\.\./x|NAME", setup=OUTSIDE),
         Case("sec-run-token-uri", "security", RUN_TRACKED, r"127\.0\.0\.1:9|MLflow", setup=Q, env=store),
         Case("sec-storage-secret-key", "security", RUN + ["--storage", f"s3://bucket/x?secret_key={SECRET}"],
              r"--storage", setup=Q),

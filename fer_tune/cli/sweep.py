@@ -183,6 +183,7 @@ def run_space(
     (MLflow's, or with `track` false its do-nothing twin) adds its callbacks and, after, its finish
     (artifacts, the champion). Returns (Sweep, the tracker's outcome: `.lines()` to print).
     """
+    from fer_tune.cli.warm import load_warm_start, read_sources, source_names
     from fer_tune.constants import RESULTS_DIR
     from fer_tune.search.plan import prepare_sweep, start_cluster
     from fer_tune.search.sweep import run_sweep
@@ -190,6 +191,8 @@ def run_space(
 
     if name is not None:
         check_name(name, "--name")
+    if warm_start is not None:
+        source_names(warm_start)  # names checked as --name is, before anything is written
     tracking = open_tracking(space, track)
     plan = prepare_sweep(space, name=name, storage=storage, resume=resume, address=address, data_source=data_source)
     writable_folder(RESULTS_DIR, "results folder")
@@ -204,9 +207,12 @@ def run_space(
     tracking.check()
     space.data.check(data_source)  # the data's header and first rows, and the space's shape: before Ray starts
     _check_shape(space)
+    seeding = warm_start is not None and not _resumed_warm(plan.resume)
+    # the earlier sweeps named are read before Ray too (None: `auto`, which needs the data to choose them)
+    sources = read_sources(space, plan.name, warm_start, track) if seeding else None
     start_cluster(plan)
     data = space.data.load(data_source)
-    warm = _warm_start(space, plan.name, data, warm_start, any_data, track, plan.resume) if warm_start else None
+    warm = load_warm_start(space, plan.name, data, sources, any_data, track) if seeding else None
     callbacks = tracking.callbacks(plan.name, data)
     if warm is not None:
         tracking.record_warm_start(warm.sources, warm.any_data)
@@ -238,15 +244,14 @@ def _report(sweep) -> None:
         print(f"{PREFIX} warning: report of sweep {sweep.name} not written: {type(err).__name__}: {err}", flush=True)
 
 
-def _warm_start(space, name: str, data, text: str, any_data: bool, track: bool, resume: bool):
-    from fer_tune.search.console import PREFIX
+def _resumed_warm(resume: bool) -> bool:
+    """A resumed sweep is not seeded again: the searcher and pruner restored from the experiment hold the
+    seeds they started with (says so)."""
+    if resume:
+        from fer_tune.search.console import PREFIX
 
-    if resume:  # the searcher and pruner restored from the experiment hold the seeds they started with
         print(f"{PREFIX} --warm-start: a resumed sweep keeps the seeds it started with; not seeding again")
-        return None
-    from fer_tune.cli.warm import load_warm_start
-
-    return load_warm_start(space, name, data, text, any_data, track)
+    return resume
 
 
 def _finished_message(name: str) -> str:

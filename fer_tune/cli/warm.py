@@ -10,23 +10,46 @@ from fer_tune.errors import FerTuneError
 from fer_tune.search.console import PREFIX
 
 
-def load_warm_start(space, name: str, data, text: str, any_data: bool, track: bool):
-    """The WarmStart for a new sweep `name` of `space` on `data`, or None (auto found nothing)."""
-    from fer_tune.search.warm_start import AUTO, auto_sweeps, check_data, map_trials, parse_sources
+def source_names(text: str) -> list[str]:
+    """`--warm-start TEXT`'s sweep names (or [auto]), each a safe name, else one line."""
+    from fer_tune.names import check_name
+    from fer_tune.search.warm_start import AUTO, parse_sources
 
     names = parse_sources(text)
+    for source in names:
+        if source != AUTO:
+            check_name(source, "--warm-start")
+    return names
+
+
+def read_sources(space, name: str, text: str, track: bool) -> list | None:
+    """The earlier sweeps `--warm-start TEXT` names, read before Ray starts (a missing one is one line);
+    None for `auto`, which needs the data's fingerprint to choose them."""
+    from fer_tune.search.warm_start import AUTO
+
+    names = source_names(text)
     if space.search.algorithm == "grid":
         raise FerTuneError(
             f"--warm-start: {space.path}: search.algorithm grid runs every point whatever came before; "
             "use optuna or random to warm-start"
         )
-    fingerprint = data.fingerprint()
     if names == [AUTO]:
+        return None
+    return [_read(sweep, space, track) for sweep in dict.fromkeys(names)]
+
+
+def load_warm_start(space, name: str, data, sweeps: list | None, any_data: bool, track: bool):
+    """The WarmStart for a new sweep `name` of `space` on `data` from `sweeps` (read_sources; None: the
+    earlier sweeps of this space on this data), or None where there are none."""
+    from fer_tune.search.warm_start import auto_sweeps, check_data, map_trials
+
+    fingerprint = data.fingerprint()
+    if sweeps is None:
         names = auto_sweeps(space.name, fingerprint, exclude=name)
         if not names:
             print(f"{PREFIX} warm start: no earlier sweep of space {space.name} on this data; starting cold")
             return None
-    sweeps = [_read(sweep, space, track) for sweep in dict.fromkeys(names)]
+        sweeps = [_read(sweep, space, track) for sweep in names]
     warm = map_trials(space, sweeps, any_data=check_data(sweeps, fingerprint, any_data))
     print(f"{PREFIX} {warm.summary()}", flush=True)
     return warm
