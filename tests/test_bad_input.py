@@ -106,12 +106,18 @@ def test_a_folder_a_fifo_or_a_device_as_space_file_says_what_it_is(tmp_path):
         ('{"space": {"metric": "val_accuracy", "mode": "max", "path": "x"}}', "a,b\n1,2\n", r"no best_val_accuracy"),
     ],
 )
-def test_results_of_a_half_written_sweep_is_one_line(workdir, capsys, sweep_json, trials_csv, expected):
+@pytest.mark.parametrize("command", ["results", "warm-start"])
+def test_a_half_written_sweep_is_one_line(workdir, capsys, no_ray, sweep_json, trials_csv, expected, command):
+    """Read by `results NAME` or as an earlier sweep by --warm-start: the same one line."""
     folder = workdir / "results" / "cut"
     folder.mkdir(parents=True)
     (folder / "sweep.json").write_text(sweep_json)
     (folder / "trials.csv").write_text(trials_csv)
-    assert main(["results", "cut"]) == 1
+    if command == "results":
+        assert main(["results", "cut"]) == 1
+    else:
+        (workdir / "bad.yaml").write_text(SPACE.replace("basic", "basic\n  lr: {loguniform: [1.0e-4, 1.0e-2]}"))
+        assert main(["run", "bad.yaml", "--no-track", "--name", "w", "--warm-start", "cut"]) == 1
     err = one_line_error(capsys)
     assert __import__("re").search(expected, err) and "incomplete" in err
 
@@ -270,6 +276,29 @@ def test_a_checked_number_is_finite_and_in_range_or_one_line(value):
         assert str(err).startswith("--n ") and "expected an integer" in str(err)
     else:
         assert isinstance(whole, int) and 1 <= whole <= 10_000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "bad.yaml", "--address", ""],
+        ["run", "bad.yaml", "--data", " "],
+        ["run", "bad.yaml", "--storage", ""],
+        ["run", "bad.yaml", "--name", ""],
+        ["run", "bad.yaml", "--warm-start", ""],
+        ["run", ""],
+        ["train", "bad.yaml", "--data", ""],
+        ["data", "synth", "--out", ""],
+        ["serve", "--host", ""],
+        ["predict", "x.png", "--model", ""],
+    ],
+)
+def test_an_empty_flag_value_is_refused_not_taken_for_the_default(space_file, no_ray, capsys, argv):
+    """`--address ''` used to run the sweep on local Ray; an empty value is never the default's stand-in."""
+    assert _exit_code(lambda: main(argv)) == 2
+    err = one_line_error(capsys)
+    assert "an empty value; give one or leave the flag out" in err
+    assert sorted(p.name for p in space_file.parent.iterdir()) == ["bad.yaml"]
 
 
 @pytest.mark.parametrize(

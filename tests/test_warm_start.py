@@ -39,7 +39,15 @@ def write_earlier(results: Path, name: str, space, rows: list[dict], fingerprint
     folder.mkdir(parents=True)
     trials, curves = [], []
     for row in rows:
-        trials.append({"trial_id": row["id"], **row["params"], "status": row.get("status", "completed")})
+        best = max(row["curve"], default=float("nan"))
+        trials.append(
+            {
+                "trial_id": row["id"],
+                "best_val_accuracy": best,
+                **row["params"],
+                "status": row.get("status", "completed"),
+            }
+        )
         curves += [{"trial_id": row["id"], "epoch": e + 1, "val_accuracy": v} for e, v in enumerate(row["curve"])]
     pd.DataFrame(trials).to_csv(folder / "trials.csv", index=False)
     pd.DataFrame(curves).to_csv(folder / "curves.csv", index=False)

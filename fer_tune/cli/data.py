@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_tune.cli.paths import writable_file
+from fer_tune.cli.paths import given, given_path, writable_file
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
 from fer_tune.numbers import parse_int
@@ -14,12 +14,12 @@ from fer_tune.numbers import parse_int
 def add_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="create or inspect a dataset").add_subparsers(metavar="ACTION")
     synth = data.add_parser("synth", help="write a FER2013-format CSV of synthetic faces")
-    synth.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    synth.add_argument("--out", required=True, type=given_path, help="CSV file to write")
     synth.add_argument("--n", type=parse_int, default=30000, help="number of images (default 30000)")
     synth.add_argument("--seed", type=parse_int, default=0, help="generator seed (default 0)")
     synth.set_defaults(handler=cmd_data_synth)
     inspect = data.add_parser("inspect", help="class counts per split, mean/std, average face per class")
-    inspect.add_argument("source", help="'synthetic', a FER2013 CSV, or an image folder")
+    inspect.add_argument("source", type=given, help="'synthetic', a FER2013 CSV, or an image folder")
     inspect.add_argument(
         "--out", type=Path, default=None, help="PNG of average faces (default results/<name>_faces.png)"
     )
@@ -27,8 +27,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     clean = data.add_parser(
         "clean", help="copy a dataset without non-faces and near-duplicates, and report leaks (Dzubak's screening)"
     )
-    clean.add_argument("source", help="a FER2013 CSV or an image folder")
-    clean.add_argument("--out", required=True, type=Path, help="the cleaned copy, in the source's format")
+    clean.add_argument("source", type=given, help="a FER2013 CSV or an image folder")
+    clean.add_argument("--out", required=True, type=given_path, help="the cleaned copy, in the source's format")
     clean.add_argument(
         "--no-face-check", dest="face_check", action="store_false", help="keep images where OpenCV finds no face"
     )

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fer_tune.cli.paths import given, given_path
 from fer_tune.cli.serve import port_number
 from fer_tune.errors import FerTuneError
 from fer_tune.uris import redact
@@ -31,7 +32,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add the ui, models and predict sub-commands to the `fer-tune` parser."""
     ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
     ui.add_argument("--port", type=port_number, default=5000, help="port, 1 to 65535 (default 5000)")
-    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)")
+    ui.add_argument(
+        "--host", type=given, default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)"
+    )
     _store_option(ui)
     ui.set_defaults(handler=cmd_ui)
 
@@ -42,15 +45,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _store_option(listing)
     listing.set_defaults(handler=cmd_models_list)
     download = models.add_parser("download", help="write a model, its TorchScript file and a model card to a folder")
-    download.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    download.add_argument("--to", type=Path, required=True, metavar="DIR", help="folder to write (new or empty)")
+    download.add_argument("uri", type=given, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    download.add_argument("--to", type=given_path, required=True, metavar="DIR", help="folder to write (new or empty)")
     download.add_argument("--force", action="store_true", help="replace what a non-empty --to folder holds")
     _store_option(download)
     download.set_defaults(handler=cmd_models_download)
 
     predict = commands.add_parser("predict", help="print the emotion and class probabilities of each image")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files of any size and mode")
-    predict.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI or folder (default {DEFAULT_MODEL})")
+    predict.add_argument(
+        "--model", type=given, default=DEFAULT_MODEL, help=f"model URI or folder (default {DEFAULT_MODEL})"
+    )
     predict.add_argument(
         "--detect-faces", action="store_true", help="crop the largest face first (OpenCV Haar cascade)"
     )

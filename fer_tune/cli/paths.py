@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from fer_tune.errors import FerTuneError
+
+
+def given(text: str) -> str:
+    """argparse type of a flag's text (a path, URI, address or name): not empty. An empty value would
+    quietly mean the default (`--address ''` ran on local Ray), so it is refused in one line."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty value; give one or leave the flag out")
+    return text
+
+
+def given_path(text: str) -> Path:
+    """argparse type of a path flag: not empty (Path('') is the working folder)."""
+    return Path(given(text))
 
 
 def writable_folder(folder: Path, what: str) -> Path:

@@ -15,6 +15,7 @@ import argparse
 import math
 import socket
 
+from fer_tune.cli.paths import given
 from fer_tune.errors import FerTuneError
 
 DEFAULT_MODEL = "models:/fer-emotion@champion"
@@ -24,8 +25,12 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add the serve sub-command to the `fer-tune` parser."""
     serve = commands.add_parser("serve", help="serve a web page and a JSON API that read faces' emotions")
-    serve.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI or folder (default {DEFAULT_MODEL})")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)")
+    serve.add_argument(
+        "--model", type=given, default=DEFAULT_MODEL, help=f"model URI or folder (default {DEFAULT_MODEL})"
+    )
+    serve.add_argument(
+        "--host", type=given, default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine)"
+    )
     serve.add_argument("--port", type=port_number, default=8000, help="port, 1 to 65535 (default 8000)")
     serve.add_argument(
         "--tracking-uri",

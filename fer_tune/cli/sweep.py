@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_tune.cli.paths import writable_folder
+from fer_tune.cli.paths import given, given_path, writable_folder
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_name
 from fer_tune.numbers import finite_number, parse_int
@@ -17,21 +17,22 @@ class SweepFinished(FerTuneError):
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run a search-space file as a Ray Tune sweep")
-    run.add_argument("space", type=Path, help="search-space YAML file")
-    run.add_argument("--data", default=None, help="data source overriding the file's data.source")
-    run.add_argument("--name", default=None, help="sweep name (default SPACE-DATE-TIME; with --resume: the latest)")
+    run.add_argument("space", type=given_path, help="search-space YAML file")
+    run.add_argument("--data", type=given, help="data source overriding the file's data.source")
+    run.add_argument("--name", type=given, help="sweep name (default SPACE-DATE-TIME; with --resume: the latest)")
     run.add_argument("--num-samples", type=parse_int, default=None, help="override budget.num_samples")
     run.add_argument("--max-epochs", type=parse_int, default=None, help="override budget.max_epochs")
     run.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
     run.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu (0.25: 4 per GPU)")
-    run.add_argument("--address", default=None, help="join a Ray cluster (default: RAY_ADDRESS, else local Ray)")
-    run.add_argument("--storage", default=None, help="Ray storage path shared by all nodes (default results/ray)")
+    run.add_argument("--address", type=given, help="join a Ray cluster (default: RAY_ADDRESS, else local Ray)")
+    run.add_argument("--storage", type=given, help="Ray storage path shared by all nodes (default results/ray)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     run.add_argument(
         "--no-track", dest="track", action="store_false", help="write results/ only; touch no MLflow store"
     )
     run.add_argument(
         "--warm-start",
+        type=given,
         default=None,
         metavar="SWEEP[,SWEEP...]|auto",
         help="seed the search with earlier sweeps' trials (auto: earlier sweeps of this space on the same data)",

@@ -7,15 +7,14 @@ fer-tune train --trial quick-20261121-101500/3f2a9c1e      # a trial's configura
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fer_tune.cli.paths import writable_file
+from fer_tune.cli.paths import given, given_path, writable_file
 from fer_tune.errors import FerTuneError
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a space's default point, or a sweep's trial, once without Ray")
-    train.add_argument("space", type=Path, nargs="?", help="search-space YAML file (or --trial)")
+    train.add_argument("space", type=given_path, nargs="?", help="search-space YAML file (or --trial)")
     train.add_argument(
         "--trial",
         metavar="SWEEP/TRIAL_ID",
@@ -24,8 +23,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (repeatable)"
     )
-    train.add_argument("--data", default=None, help="data source overriding the file's data.source")
-    train.add_argument("--save", type=Path, default=None, help="write the final training state (a .pt file)")
+    train.add_argument("--data", type=given, help="data source overriding the file's data.source")
+    train.add_argument("--save", type=given_path, default=None, help="write the final training state (a .pt file)")
     train.set_defaults(handler=cmd_train)
 
 

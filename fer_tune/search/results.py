@@ -201,13 +201,19 @@ def load_sweep(name: str | None = None) -> SavedSweep:
             known = sorted(p.parent.name for p in RESULTS_DIR.glob("*/trials.csv"))
             raise FerTuneError(f"no sweep named {name!r} in {RESULTS_DIR}/; known: {', '.join(known) or 'none'}")
     space = read_sweep_json(path.parent / "sweep.json")["space"]
+    trials = read_trials_csv(path, space["metric"])
+    return SavedSweep(path.parent.name, trials, space["metric"], space["mode"])
+
+
+def read_trials_csv(path: Path, metric: str) -> pd.DataFrame:
+    """results/<name>/trials.csv, checked: a crash or a full disk can leave it empty or cut short."""
     try:
         trials = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
         raise FerTuneError(f"{path}: unreadable ({_first_line(err)}); {INCOMPLETE}") from None
-    if f"best_{space['metric']}" not in trials or "trial_id" not in trials:
-        raise FerTuneError(f"{path}: no best_{space['metric']} or trial_id column; {INCOMPLETE}")
-    return SavedSweep(path.parent.name, trials, space["metric"], space["mode"])
+    if f"best_{metric}" not in trials or "trial_id" not in trials:
+        raise FerTuneError(f"{path}: no best_{metric} or trial_id column; {INCOMPLETE}")
+    return trials
 
 
 INCOMPLETE = "the results folder is incomplete (cut short by a crash or a full disk?)"

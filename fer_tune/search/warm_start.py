@@ -18,7 +18,6 @@ Layering: this module reads results folders only; the CLI reads tracked sweeps f
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
+from fer_tune.search.results import read_sweep_json, read_trials_csv
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.search.syntax import Param
 
@@ -118,9 +118,9 @@ def read_results(name: str, metric: str, results_dir: Path = RESULTS_DIR) -> Ear
     if not meta_file.is_file() or not trials_file.is_file():
         known = ", ".join(sorted(p.parent.name for p in results_dir.glob("*/sweep.json"))) or "none"
         raise FerTuneError(f"--warm-start {name}: no finished sweep of that name in {results_dir}/; known: {known}")
-    meta = json.loads(meta_file.read_text())
+    meta = read_sweep_json(meta_file)  # one line for a folder a crash or a full disk left half-written
     names = tuple(p["name"] for p in meta["space"].get("space", []))
-    trials = pd.read_csv(trials_file)
+    trials = read_trials_csv(trials_file, meta["space"]["metric"])
     curves_file = folder / "curves.csv"
     curves = pd.read_csv(curves_file) if curves_file.is_file() and curves_file.stat().st_size > 1 else pd.DataFrame()
     by_trial = dict(tuple(curves.groupby("trial_id"))) if "trial_id" in curves else {}
@@ -151,8 +151,8 @@ def auto_sweeps(space_name: str, fingerprint: str, results_dir: Path = RESULTS_D
     found = []
     for meta_file in sorted(results_dir.glob("*/sweep.json"), key=lambda p: p.stat().st_mtime):
         try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, ValueError):
+            meta = read_sweep_json(meta_file)
+        except FerTuneError:  # half-written by a crash: not a finished sweep to learn from
             continue
         name = meta_file.parent.name
         if name != exclude and meta["space"].get("name") == space_name and fingerprint_of(meta) == fingerprint:
