@@ -66,10 +66,11 @@ def report(pruner, trial_id: str, epoch: int, accuracy: float) -> str:
 
 
 def test_a_thin_rung_does_not_promote_a_trial_at_chance(tmp_path):
-    """Ray's ASHA continues the first trial at every rung whatever its score; ours asks it to beat chance
-    until the rung holds min_rung_results (default: the reduction factor, 2 here) results."""
+    """Ray's ASHA continues the first trial at every rung whatever its score; asked to (min_rung_results: 2),
+    ours asks it to beat chance until the rung holds 2 results. By default it is Ray's ASHA."""
     rule = ChanceRule(0.25, grace=4)
-    ours, plain = asha(tmp_path, rule), asha(tmp_path, None)
+    ours, plain = asha(tmp_path, rule, min_rung_results=2), asha(tmp_path, None)
+    assert report(asha(tmp_path, rule), "a", 1, 0.25) == plain.CONTINUE  # the default: off
     assert isinstance(ours, RungFloorASHA)
     assert report(plain, "a", 1, 0.25) == plain.CONTINUE  # blind promotion
     assert report(ours, "a", 1, 0.25) == ours.STOP  # first at rung 1, at chance, inside the dead grace

@@ -99,9 +99,9 @@ class PrunerConfig(Strict):
     name: Literal["asha", "hyperband", "median", "none"] = "asha"
     grace_period: int = Field(1, ge=1, le=MAX_EPOCHS)  # epochs every trial gets before it can be stopped
     reduction_factor: float = Field(3, gt=1, le=1000, allow_inf_nan=False)
-    # asha: a rung holding fewer results than this continues a trial only if it is above chance
-    # (dead_trials' floor), not blindly; None: the reduction factor rounded up; 0: plain ASHA
-    min_rung_results: int | None = Field(None, ge=0)
+    # asha, opt-in: a rung holding fewer results than this continues a trial only if it is above chance
+    # (dead_trials' floor), even inside dead_trials.grace; 0 (default): Ray's ASHA (README "Dead trials")
+    min_rung_results: int = Field(0, ge=0)
 
 
 class DeadTrialsConfig(Strict):
