@@ -1,21 +1,23 @@
 """Run hostile-but-ordinary inputs against `fer-tune` as real processes and classify each outcome (issue 16).
 
-    python tools/hostile.py --label after                                  # this tree
+    .venv/bin/python tools/hostile.py --label after                             # this tree
     git worktree add --detach /tmp/hostile-before 87d5422
-    python tools/hostile.py --tree /tmp/hostile-before --label before      # an older tree
-    python tools/hostile.py --compare /tmp/hostile-before.jsonl /tmp/hostile-after.jsonl
+    .venv/bin/python tools/hostile.py --tree /tmp/hostile-before --label before # an older tree
+    .venv/bin/python tools/hostile.py --compare /tmp/hostile-before.jsonl /tmp/hostile-after.jsonl
 
 Each case runs `python -m fer_tune.cli ARGV` one at a time in /tmp/hostile/LABEL/CASE/work, with
 PYTHONPATH=TREE, its own HOME and RAY_TMPDIR, no MLflow or Ray variables but its own, stdin closed,
 60 s at most. The outcome, first match wins: leak (SECRET in the output or a file), escape (a file
-outside work/results/ and the case's own outputs), traceback, hang (timed out); then for input that
-should be refused: silent (accepted), late (Ray started, or slow beyond the import time), noisy (more
-than one line), misleading (the line does not name the fault), clean; for valid input: ok or wrong.
+outside work/results/ and the case's own outputs), traceback, hang (timed out), absent (the tree's
+argparse lacks the command or flag); then for input that should be refused: silent (accepted), late
+(Ray started, or slower than the import time plus the case's allowance, 15 s by default), noisy (more
+than one line besides argparse's usage), misleading (the line does not match the case's `says`:
+the flag, file or value at fault), clean; for valid input: ok or wrong.
 
 A case marked `guard` runs with `--address 127.0.0.1:1`, where nothing listens: a space file that
 loads is then refused for that address, so it never trains, and naming the address means "accepted".
 Cases without the guard use a tiny copy of the tree's quick.yaml (200 images, 1 trial of 2 epochs),
-so an old tree that accepts a bad flag trains that for seconds, not a real sweep.
+so a tree that accepts a bad flag trains that for under a minute, not a real sweep.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ GUARD = "127.0.0.1:1"  # nothing listens on port 1 (the loading trick)
 GUARD_SAID = re.compile(r"127\.0\.0\.1:1(?!\d)")
 TIMEOUT_S = 60
 TOKEN_URI = f"http://127.0.0.1:9/?token={SECRET}"  # nothing listens on port 9 either
-OUTCOMES = ("leak", "escape", "traceback", "crash", "hang", "silent", "late", "noisy", "misleading", "clean", "ok",
-            "wrong")  # fmt: skip
+OUTCOMES = ("leak", "escape", "traceback", "crash", "hang", "absent", "silent", "late", "noisy", "misleading",
+            "clean", "ok", "wrong")  # fmt: skip
+ABSENT = re.compile(r"unrecognized arguments:|invalid choice:")  # argparse, on a command or flag it lacks
 
 Setup = Callable[[Path, dict], None]  # (the case's work folder, the tiny space as a dict)
 
@@ -63,6 +66,7 @@ class Case:
     allowed: tuple[str, ...] = ()  # paths under work/ it may create besides results/
     guard: bool = False  # add --address GUARD: it never trains, and naming GUARD means accepted
     late_s: float = 15.0  # seconds of its own (beyond the import baseline) after which a refusal is late
+    parses: bool = True  # this tree's parser takes its argv (False: an unknown flag is the point of it)
 
 
 # ---------------------------------------------------------------- setups: files a case starts with
@@ -178,6 +182,8 @@ def cases() -> list[Case]:
         Case("sec-results-dotdot", "security", ["results", "../x"], r"\.\./x|NAME", setup=OUTSIDE),
         Case("sec-results-sync-dotdot", "security", ["results", "sync", "../x"], r"\.\./x|NAME", setup=OUTSIDE),
         Case("sec-report-dotdot", "security", ["report", "../x"], r"\.\./x|NAME", setup=OUTSIDE),
+        Case("sec-train-trial-dotdot", "security", ["train", "--trial", "../x/t1"], r"--trial|\.\./x",
+             setup=OUTSIDE),
         Case("sec-run-token-uri", "security", RUN_TRACKED, r"127\.0\.0\.1:9|MLflow", setup=Q, env=store),
         Case("sec-storage-secret-key", "security", RUN + ["--storage", f"s3://bucket/x?secret_key={SECRET}"],
              r"--storage", setup=Q),
@@ -216,6 +222,10 @@ def cases() -> list[Case]:
              setup=space(extra="budget: {num_samples: 50, max_epochs: 30}\n")),
         Case("tb-predict-empty", "traceback", ["predict", "empty.png"], r"empty\.png.*(empty|0 bytes)",
              setup=raw("empty.png", b"")),
+        Case("tb-warm-start-truncated-json", "traceback", RUN + ["--warm-start", "s1"], r"sweep\.json",
+             setup=together(Q, sweep("results/s1", sweep_json='{"name": "x", "tri'))),
+        Case("tb-warm-start-empty-trials", "traceback", RUN + ["--warm-start", "s1"], r"trials\.csv",
+             setup=together(Q, sweep("results/s1", trials=""))),
         # silent family: values taken without a word
         *[Case(f"sil-cpus-{v}", "silent", RUN + ["--cpus-per-trial", v], r"--cpus-per-trial", setup=Q)
           for v in ("nan", "inf", "-1", "0")],
@@ -243,6 +253,10 @@ def cases() -> list[Case]:
         Case("sil-synth-n-0", "silent", ["data", "synth", "--out", "s.csv", "--n", "0"], r"--n\b",
              allowed=("s.csv",)),
         Case("sil-any-data-alone", "silent", RUN + ["--any-data"], r"--any-data", setup=Q),
+        # an empty value, as `--data "$UNSET"` gives: refused, or silently the default?
+        *[Case(f"sil-{flag}-empty", "silent", RUN + [f"--{flag}", ""], f"--{flag}", setup=Q, guard=True)
+          for flag in ("data", "storage", "warm-start")],
+        Case("sil-address-empty", "silent", RUN + ["--address", ""], r"--address", setup=Q),
         # misleading family: the message must name what is wrong
         Case("mis-data-gzip", "misleading", RUN + ["--data", "data.csv"], r"data\.csv.*(gzip|compress)",
              setup=together(Q, raw("data.csv", b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4))),
@@ -275,7 +289,7 @@ def cases() -> list[Case]:
         Case("mis-space-lr-reversed", "misleading", RUN, r"\blr\b",
              setup=space(space={"lr": {"loguniform": [1.0e-2, 1.0e-4]}}), guard=True),
         Case("mis-space-data-missing", "misleading", RUN, r"nosuch\.csv", setup=space(data={"source": "nosuch.csv"})),
-        Case("mis-unknown-flag-set", "misleading", RUN + ["--set", "lr=0.1"], r"--set", setup=Q),
+        Case("mis-unknown-flag-set", "misleading", RUN + ["--set", "lr=0.1"], r"--set", setup=Q, parses=False),
         Case("mis-train-missing-space", "misleading", ["train", "missing.yaml"], r"missing\.yaml"),
         Case("mis-train-set-unknown", "misleading", ["train", "q.yaml", "--set", "nosuch=1"], r"nosuch", setup=Q),
         Case("mis-train-set-bad-value", "misleading", ["train", "q.yaml", "--set", "lr=abc"], r"\blr\b|abc",
@@ -288,6 +302,7 @@ def cases() -> list[Case]:
         Case("mis-clean-out-is-source", "misleading", ["data", "clean", "d.csv", "--out", "d.csv"],
              r"--out.*(same|source|exists)|d\.csv.*(same|source|exists)", setup=raw("d.csv", fer_csv())),
         Case("mis-resume-nothing", "misleading", RUN + ["--resume"], r"--resume", setup=Q),
+        Case("mis-serve-bad-host", "misleading", ["serve", "--host", "999.1.1.1"], r"999\.1\.1\.1"),
         # late family: refused, but only after Ray or after a long wait
         Case("late-address-unroutable", "late", RUN + ["--address", "10.255.255.1:6379"], r"10\.255\.255\.1",
              setup=Q, late_s=8),
@@ -296,7 +311,8 @@ def cases() -> list[Case]:
              setup=together(Q, raw("data.csv", "a,b,c\n1,2,3\n4,5,6\n"))),
         Case("late-space-10mb", "late", ["run", "big.yaml", "--no-track"], r"big\.yaml.*(bytes|kB|MB|large)",
              setup=space("big.yaml", extra="notes:\n" + "  - 0\n" * 1_750_000), guard=True, late_s=5),
-        Case("late-warm-start-dotdot", "late", RUN + ["--warm-start", "../x"], r"--warm-start|\.\./x", setup=Q),
+        Case("late-warm-start-dotdot", "late", RUN + ["--warm-start", "../x"], r"--warm-start|\.\./x",
+             setup=together(Q, OUTSIDE)),
         Case("late-warm-start-missing", "late", RUN + ["--warm-start", "nosuch"], r"nosuch", setup=Q),
         # valid inputs: what the harness itself relies on
         Case("ok-space-minimal", "other", RUN, expect="ok", setup=Q, guard=True),
@@ -339,13 +355,14 @@ def leaked_in(tops: list[Path]) -> str | None:
 
 
 def end_processes(proc: subprocess.Popen, ray_tmp: Path) -> None:
-    """Kill the case's process group, then any process (Ray's) whose environment names its RAY_TMPDIR."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        time.sleep(1 if sig == signal.SIGTERM else 0)
+    """Kill the case's process group, then any process (Ray's) whose environment names its RAY_TMPDIR.
+
+    SIGKILL, not SIGTERM: Ray's SIGTERM handler prints a traceback, which would read as the case's own.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     mark = f"\0RAY_TMPDIR={ray_tmp}\0".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -388,6 +405,7 @@ def run_case(case: Case, tree: Path, label: str, index: int, base: dict, import_
     end_processes(proc, ray_tmp)
 
     text = output.decode("utf-8", "replace")
+    shown = text.replace(str(here), "<case>")  # so that `says` cannot match the case's own folder name
     created = paths_under(here, skip=(home,)) - before
     mine = [work / "results", *(work / a for a in case.allowed)]
     escaped = sorted(str(p) for p in created if not any(p == m or m in p.parents for m in mine))
@@ -406,8 +424,8 @@ def run_case(case: Case, tree: Path, label: str, index: int, base: dict, import_
         "ray_started": any(ray_tmp.iterdir()),
         "leak": leak,
         "escaped": escaped[:5],
-        "lines": message_lines(text),
-        "output": text[-4000:],
+        "lines": message_lines(shown),
+        "output": shown[-4000:],
     }
     result["outcome"] = classify(case, result)
     result["first"] = (result["lines"] or [""])[0][:100]
@@ -438,6 +456,8 @@ def classify(case: Case, r: dict) -> str:
         return "hang"
     if r["rc"] < 0:
         return "crash"  # killed by a signal it did not get from us
+    if case.parses and ABSENT.search(said):
+        return "absent"  # an older tree without this command or flag
     if case.expect == "ok":
         return "ok" if accepted else "wrong"
     if accepted:
