@@ -192,8 +192,7 @@ def run_space(
 
     if name is not None:
         check_name(name, "--name")
-    if warm_start is not None:
-        source_names(warm_start)  # names checked as --name is, before anything is written
+    sources = source_names(warm_start) if warm_start is not None else None  # checked as --name is
     tracking = open_tracking(space, track)
     plan = prepare_sweep(space, name=name, storage=storage, resume=resume, address=address, data_source=data_source)
     writable_folder(RESULTS_DIR, "results folder")
@@ -208,12 +207,12 @@ def run_space(
     tracking.check()
     space.data.check(data_source)  # the data's header and first rows, and the space's shape: before Ray starts
     _check_shape(space)
-    seeding = warm_start is not None and not _resumed_warm(plan.resume)
+    seeding = sources is not None and not _resumed_warm(plan.resume)
     # the earlier sweeps named are read before Ray too (None: `auto`, which needs the data to choose them)
-    sources = read_sources(space, plan.name, warm_start, track) if seeding else None
+    earlier = read_sources(space, sources, track) if seeding else None
     start_cluster(plan)
     data = space.data.load(data_source)
-    warm = load_warm_start(space, plan.name, data, sources, any_data, track) if seeding else None
+    warm = load_warm_start(space, plan.name, data, earlier, any_data, track) if seeding else None
     callbacks = tracking.callbacks(plan.name, data)
     if warm is not None:
         tracking.record_warm_start(warm.sources, warm.any_data)

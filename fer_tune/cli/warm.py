@@ -22,12 +22,11 @@ def source_names(text: str) -> list[str]:
     return names
 
 
-def read_sources(space, name: str, text: str, track: bool) -> list | None:
-    """The earlier sweeps `--warm-start TEXT` names, read before Ray starts (a missing one is one line);
+def read_sources(space, names: list[str], track: bool) -> list | None:
+    """The earlier sweeps `names` (source_names), read before Ray starts (a missing one is one line);
     None for `auto`, which needs the data's fingerprint to choose them."""
     from fer_tune.search.warm_start import AUTO
 
-    names = source_names(text)
     if space.search.algorithm == "grid":
         raise FerTuneError(
             f"--warm-start: {space.path}: search.algorithm grid runs every point whatever came before; "
