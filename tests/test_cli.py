@@ -116,3 +116,9 @@ def test_train_prints_final_metrics_and_saves_state(tmp_path, blob_csv, capsys):
     assert "final: epoch 2" in printed and "val_accuracy" in printed
     state = torch.load(state_file, weights_only=True)  # as users load it: plain types and tensors only
     assert state["epoch"] == 2 and state["config"]["model"] == "basic" and len(state["history"]) == 2
+
+
+@pytest.mark.parametrize("module", ["fer_tune", "fer_tune.cli"])
+def test_python_dash_m_runs_the_command(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: fer-tune"), result.stderr
