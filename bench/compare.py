@@ -69,47 +69,16 @@ THIN_RUNG = 3  # the opt-in rule's N for the tpe_floor arm: the reduction factor
 def spaces_for(dataset: str, data_source: str | None, max_epochs: int, n: int):
     """(grid, choices space, setup): the tandon2020-shaped grid and the same axes as choices for the
     searchers, with as many ASHA trials as COMPARE_SHARE of the grid's epochs allows."""
-    from bench.sweep import ASHA_ASYNC_FACTOR, SHORT_WIDTH, TANDON, _as_choices, asha_epochs_per_trial, for_bench
-    from fer_tune.search.sampling import grid_points
-    from fer_tune.search.sweep_file import BudgetConfig, DataConfig, PrunerConfig, SearchConfig, load_space
+    from bench.sweep import SHORT_WIDTH, grid_and_asha
+    from fer_tune.search.sweep_file import DataConfig
 
-    grid, choices = _as_choices(load_space(TANDON), COMPARE_GRID, SHORT_WIDTH)
     data = DataConfig(source="synthetic", n=n, seed=0)
-    grid = for_bench(
-        grid.model_copy(
-            update={
-                "name": f"cmp-{dataset}-grid",
-                "data": data,
-                "budget": BudgetConfig(num_samples=1, max_epochs=max_epochs, max_concurrent=2),
-            }
-        )
+    grid, asha, setup = grid_and_asha(
+        COMPARE_GRID, SHORT_WIDTH, data, max_epochs, COMPARE_SHARE, COMPARE_ASHA, max_concurrent=2
     )
-    points = len(grid_points(grid))
-    budget = COMPARE_SHARE * points * max_epochs
-    per_trial = asha_epochs_per_trial(COMPARE_ASHA["grace_period"], COMPARE_ASHA["reduction_factor"], max_epochs)
-    samples = max(1, min(points, int(budget // (ASHA_ASYNC_FACTOR * per_trial))))
-    asha = for_bench(
-        choices.model_copy(
-            update={
-                "name": f"cmp-{dataset}-asha",
-                "data": data,
-                "search": SearchConfig(algorithm="optuna", seed=0),
-                "pruner": PrunerConfig(name="asha", **COMPARE_ASHA),
-                "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs, max_concurrent=2),
-            }
-        )
-    )
-    setup = dict(
-        grid_points=points,
-        grid_axes={k: list(v) for k, v in COMPARE_GRID.items()},
-        width=SHORT_WIDTH,
-        max_epochs=max_epochs,
-        data_n=n,
-        data_source=data_source or "synthetic",
-        asha_trials=samples,
-        asha=COMPARE_ASHA,
-        epoch_budget=budget,
-    )
+    grid = grid.model_copy(update={"name": f"cmp-{dataset}-grid"})
+    asha = asha.model_copy(update={"name": f"cmp-{dataset}-asha"})
+    setup.update(grid_axes={k: list(v) for k, v in COMPARE_GRID.items()}, data_source=data_source or "synthetic")
     return grid, asha, setup
 
 

@@ -198,32 +198,48 @@ def asha_epochs_per_trial(grace: int, reduction: float, max_t: int) -> float:
 
 
 def efficiency_spaces(full: bool) -> tuple[SpaceFile, SpaceFile, dict]:
-    from fer_tune.search.sampling import grid_points
-
     tandon = load_space(TANDON)
     settings = FULL_ASHA if full else SHORT_EFFICIENCY
-    grid, choices = _as_choices(tandon, None if full else SHORT_GRID, None if full else SHORT_WIDTH)
     data = DataConfig(source="synthetic", n=tandon.data.n if full else settings["n"], seed=0)
     max_epochs = tandon.budget.max_epochs if full else settings["max_epochs"]
+    grid, asha, setup = grid_and_asha(
+        None if full else SHORT_GRID,
+        None if full else SHORT_WIDTH,
+        data,
+        max_epochs,
+        EPOCH_BUDGET_SHARE,
+        dict(grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"]),
+    )
+    grid = grid.model_copy(update={"name": "bench-grid"})
+    asha = asha.model_copy(update={"name": "bench-asha"})
+    setup["sub_grid"] = None if full else {k: list(v) for k, v in SHORT_GRID.items()}
+    return grid, asha, setup
+
+
+def grid_and_asha(
+    values: dict | None, width: float | None, data: DataConfig, max_epochs: int, share: float, asha: dict, **budget
+) -> tuple[SpaceFile, SpaceFile, dict]:
+    """tandon2020.yaml as a grid (its axes restricted to `values`, `width` fixed if given) and the same
+    axes as choices for Optuna + ASHA (`asha`: grace_period, reduction_factor) with as many trials as
+    `share` of the grid's epochs allows, at most one per grid point; and the setup to record.
+    `budget`: more BudgetConfig fields for both (max_concurrent)."""
+    from fer_tune.search.sampling import grid_points
+
+    grid, choices = _as_choices(load_space(TANDON), values, width)
     grid = for_bench(
-        grid.model_copy(
-            update={"name": "bench-grid", "data": data, "budget": BudgetConfig(num_samples=1, max_epochs=max_epochs)}
-        )
+        grid.model_copy(update={"data": data, "budget": BudgetConfig(num_samples=1, max_epochs=max_epochs, **budget)})
     )
     points = len(grid_points(grid))
-    budget = EPOCH_BUDGET_SHARE * points * max_epochs
-    per_trial = asha_epochs_per_trial(settings["grace_period"], settings["reduction_factor"], max_epochs)
-    samples = max(1, min(points, int(budget // (ASHA_ASYNC_FACTOR * per_trial))))  # at most one per grid point
-    asha = for_bench(
+    epochs = share * points * max_epochs
+    per_trial = asha_epochs_per_trial(asha["grace_period"], asha["reduction_factor"], max_epochs)
+    samples = max(1, min(points, int(epochs // (ASHA_ASYNC_FACTOR * per_trial))))
+    searched = for_bench(
         choices.model_copy(
             update={
-                "name": "bench-asha",
                 "data": data,
                 "search": SearchConfig(algorithm="optuna", seed=0),
-                "pruner": PrunerConfig(
-                    name="asha", grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"]
-                ),
-                "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs),
+                "pruner": PrunerConfig(name="asha", **asha),
+                "budget": BudgetConfig(num_samples=samples, max_epochs=max_epochs, **budget),
             }
         )
     )
@@ -232,12 +248,11 @@ def efficiency_spaces(full: bool) -> tuple[SpaceFile, SpaceFile, dict]:
         max_epochs=max_epochs,
         data_n=data.n,
         asha_trials=samples,
-        asha=dict(grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"]),
-        epoch_budget=budget,
-        sub_grid=None if full else {k: list(v) for k, v in SHORT_GRID.items()},
-        width=None if full else SHORT_WIDTH,
+        asha=asha,
+        epoch_budget=epochs,
+        width=width,
     )
-    return grid, asha, setup
+    return grid, searched, setup
 
 
 def run_efficiency(record: Recorder, full: bool, verbose: int) -> list[dict]:
