@@ -18,7 +18,7 @@ def cli_env() -> dict[str, str]:
 
 
 def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(experiment.glob("train_fer_cnn_*"))
+    return sorted(experiment.glob("train_*_*"))  # train_fer_cnn_ID or train_curve_ID
 
 
 def epochs_reported(trial_dir: Path) -> list[int]:

@@ -6,7 +6,7 @@ Importing this package does not import Ray (the trainables import it when they r
 so a space file's `trainable:` is checked at load without starting anything.
 """
 
-from trainables import fer_cnn  # noqa: F401  (registers fer_cnn)
+from trainables import curve, fer_cnn  # noqa: F401  (registers curve and fer_cnn)
 from trainables.registry import TRAINABLES
 
 __all__ = ["TRAINABLES"]

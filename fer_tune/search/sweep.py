@@ -118,7 +118,9 @@ def run_sweep(
         (RESULTS_DIR / name / WARM_FILE).write_text(json.dumps(warm.record(space.mode), indent=2))
     trainable = tune.with_resources(
         # one put into the object store; trials needing missing weights fail at once with the driver's reason
-        tune.with_parameters(TRAINABLES.get(space.trainable), data=data, unavailable=unavailable),
+        tune.with_parameters(
+            TRAINABLES.get(space.trainable), data=data, unavailable=unavailable, **space.trainable_options()
+        ),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
     if plan.resume:

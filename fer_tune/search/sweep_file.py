@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from fer_tune.core.curves import CurveSettings
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
 from fer_tune.data import ExtraSource, FerDataset, check_source, load_dataset
 from fer_tune.data.synthetic import MAX_SEED, check_size
@@ -164,6 +165,7 @@ class SpaceFile(Strict):
     name: str
     data: DataConfig = DataConfig()
     trainable: str = "fer_cnn"
+    curve: CurveSettings = CurveSettings()  # `trainable: curve` only: its sleep per epoch and hold (core/curves.py)
     metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_accuracy"
     mode: Literal["max", "min"] = "max"
     objectives: tuple[Objective, ...] = ()  # several objectives (search/objectives.py); replaces metric/mode
@@ -215,6 +217,10 @@ class SpaceFile(Strict):
         except FerTuneError as err:
             raise ValueError(str(err)) from None
         return value
+
+    def trainable_options(self) -> dict[str, Any]:
+        """What the space's trainable takes beside its config and the data (tune.with_parameters)."""
+        return {"curve": self.curve} if self.trainable == "curve" else {}
 
     def default_point(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The space's default configuration (each parameter's default), with overrides applied."""
@@ -345,6 +351,8 @@ def load_space(path: str | Path) -> SpaceFile:
             f"{path}: select: re-runs choose the champion by its mean {spec.metric}, so they need a single "
             f"objective without a champion: rule; remove select: or {other}:"
         )
+    if "curve" in raw and spec.trainable != "curve":
+        raise FerTuneError(f"{path}: curve: applies to trainable: curve only; this file's trainable is {spec.trainable}")
     check_epochs(spec, where=str(path))
     spec.default_point()  # the default point must itself be a valid configuration
     return spec
