@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from fer_tune.core.curves import CurveSettings
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
+from fer_tune.core.curves import CurveSettings
 from fer_tune.data import ExtraSource, FerDataset, check_source, load_dataset
 from fer_tune.data.synthetic import MAX_SEED, check_size
 from fer_tune.errors import FerTuneError
@@ -352,7 +352,9 @@ def load_space(path: str | Path) -> SpaceFile:
             f"objective without a champion: rule; remove select: or {other}:"
         )
     if "curve" in raw and spec.trainable != "curve":
-        raise FerTuneError(f"{path}: curve: applies to trainable: curve only; this file's trainable is {spec.trainable}")
+        raise FerTuneError(
+            f"{path}: curve: applies to trainable: curve only; this file's trainable is {spec.trainable}"
+        )
     check_epochs(spec, where=str(path))
     spec.default_point()  # the default point must itself be a valid configuration
     return spec
