@@ -122,15 +122,18 @@ def pytest_terminal_summary(terminalreporter, config):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """With FER_TUNE_REQUIRE (CI), a skip for want of a required service fails instead (tests/services.py)."""
+    """With FER_TUNE_REQUIRE (CI), a skip fails instead, whatever its cause, unless CI cannot avoid it
+    (tests/services.py: ALLOWED_SKIPS)."""
     outcome = yield
     report = outcome.get_result()
     if not report.skipped or not isinstance(report.longrepr, tuple) or hasattr(report, "wasxfail"):
         return
-    from services import required, service_of
+    from services import REQUIRE_ENV, allowed_skip, required, service_of
 
     reason = report.longrepr[2]
+    if not required() or allowed_skip(reason):
+        return
     service = service_of(reason)
-    if service in required():
-        report.outcome = "failed"
-        report.longrepr = f"{service} is required (FER_TUNE_REQUIRE, set by .ci/run) but the test skipped: {reason}"
+    what = f"{service} is required" if service else "no test may skip"
+    report.outcome = "failed"
+    report.longrepr = f"{what} ({REQUIRE_ENV}, set by .ci/run) but the test skipped: {reason}"

@@ -5,6 +5,8 @@ import gzip
 import math
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -131,14 +133,14 @@ def test_a_malformed_address_says_what_is_expected(address):
         _check_listening(address)
 
 
-def test_a_garbage_ray_address_is_named_as_the_environment_variable(space_file, monkeypatch, capsys):
-    monkeypatch.setenv("RAY_ADDRESS", "garbage:port")
-    import ray
-
-    if ray.is_initialized():
-        pytest.skip("this process already holds a Ray session; connect_ray would reuse it")
-    assert main(["run", "bad.yaml", "--no-track", "--name", "r1"]) == 1
-    assert "error: RAY_ADDRESS 'garbage:port': expected HOST:PORT" in one_line_error(capsys)
+def test_a_garbage_ray_address_is_named_as_the_environment_variable(space_file, workdir):
+    # A process of its own: the suite's process may already hold a Ray session, which connect_ray would reuse.
+    env = {**os.environ, "RAY_ADDRESS": "garbage:port"}
+    done = subprocess.run([sys.executable, "-m", "fer_tune.cli", "run", "bad.yaml", "--no-track", "--name", "r1"],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("fer-tune: error: RAY_ADDRESS 'garbage:port': expected HOST:PORT"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 @pytest.fixture
