@@ -5,8 +5,11 @@ A test that takes more than SLOW_S there is marked with its own budget, in secon
     @pytest.mark.slow(seconds=60)
     def test_a_sweep_...
 
-The budgets are declarations, checked at collection (no test is timed): together they may not pass
-SLOW_CEILING_S. The brief's target for the whole suite is SUITE_TARGET_S; the slow tests do not fit
+The budgets are declarations, checked at collection: together they may not pass SLOW_CEILING_S.
+They also bind: every test runs under a hard time limit (pytest-timeout) derived from its budget,
+HANG_FACTOR times it (UNMARKED_LIMIT_S for an unmarked test). That limit is a hang guard, not a
+speed assertion: it is far above the budget, so a loaded machine does not trip it, and a test that
+hangs fails with its stacks instead of stalling the run until CI's own limit. The brief's target for the whole suite is SUITE_TARGET_S; the slow tests do not fit
 it yet (see the README's Tests section), so the ceiling is where they stand today and only comes
 down: a new slow test has to fit under it, or another has to get faster first. After a run, the
 terminal summary compares each slow test's real time (setup, call and teardown: a module's shared
@@ -22,6 +25,8 @@ import pytest
 SUITE_TARGET_S = 15 * 60  # the brief's: the whole suite in 15 minutes on 2 cores
 SLOW_CEILING_S = 3840  # the slow tests' budgets summed (2026-12-05, timed beside benches); lower it, never raise it
 SLOW_S = 15  # an unmarked test should take less than this
+HANG_FACTOR = 4  # a slow test is stopped at this many times its budget
+UNMARKED_LIMIT_S = 180  # an unmarked test (under SLOW_S when idle) is stopped after this
 
 
 def budget_of(item: pytest.Item) -> float | None:
@@ -33,6 +38,19 @@ def budget_of(item: pytest.Item) -> float | None:
     if marker.args or set(marker.kwargs) != {"seconds"} or not isinstance(seconds, int | float) or seconds <= 0:
         raise pytest.UsageError(f"{item.nodeid}: expected @pytest.mark.slow(seconds=N) with N > 0")
     return float(seconds)
+
+
+def time_limit(item: pytest.Item) -> float:
+    """The hard limit a test runs under (pytest-timeout): HANG_FACTOR x its budget, else UNMARKED_LIMIT_S."""
+    budget = budget_of(item)
+    return UNMARKED_LIMIT_S if budget is None else max(UNMARKED_LIMIT_S, HANG_FACTOR * budget)
+
+
+def bind(items: list[pytest.Item]) -> None:
+    """Give every test its time_limit as a pytest-timeout marker (a test's own `timeout` marker stays)."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(time_limit(item)))
 
 
 def check_budgets(items: list[pytest.Item]) -> float:

@@ -92,9 +92,10 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     """The slow tests' budgets fit the suite's (tests/budget.py); tests marked `gpu` run only where CUDA is."""
-    from budget import check_budgets
+    from budget import bind, check_budgets
 
     check_budgets(items)
+    bind(items)
     config.stash[COLLECTED] = items
     if torch.cuda.is_available():
         return

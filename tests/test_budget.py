@@ -35,3 +35,28 @@ def test_the_summary_names_the_tests_over_their_budget_and_the_slow_unmarked_one
     lines = budget.summary(items, {"a": 70.0, "b": 10.0, "c": 20.0, "d": 1.0})
     assert lines[0].startswith("time budget: slow tests 80 s of their 90 s; all tests 101 s")
     assert lines[1:] == ["  over budget: a took 70 s of its 60 s", "  unmarked but slow: c took 20 s (over 15 s)"]
+
+
+def test_every_test_gets_a_hard_limit_from_its_budget():
+    items = [FakeItem("a", slow(seconds=100)), FakeItem("b", slow(seconds=20)), FakeItem("c")]
+    assert [budget.time_limit(item) for item in items] == [400, budget.UNMARKED_LIMIT_S, budget.UNMARKED_LIMIT_S]
+
+
+def test_a_test_past_its_limit_is_stopped_and_fails(tmp_path):
+    """pytest-timeout really acts on the limit `bind` gives (here lowered to 2 s for an unmarked test)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "test_hang.py").write_text(
+        "import time\nimport budget\n\nbudget.UNMARKED_LIMIT_S = 2\n\n\ndef test_hangs():\n    time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", "test_hang.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert (
+        done.returncode == 1 and "Timeout (>2.0s) from pytest-timeout" in done.stdout and "1 failed" in done.stdout
+    ), done.stdout[-2000:]
