@@ -25,8 +25,8 @@ import pytest
 SUITE_TARGET_S = 15 * 60  # the brief's: the whole suite in 15 minutes on 2 cores
 SLOW_CEILING_S = 3840  # the slow tests' budgets summed (2026-12-05, timed beside benches); lower it, never raise it
 SLOW_S = 15  # an unmarked test should take less than this
-HANG_FACTOR = 4  # a slow test is stopped at this many times its budget
-UNMARKED_LIMIT_S = 180  # an unmarked test (under SLOW_S when idle) is stopped after this
+HANG_FACTOR = 8  # a slow test is stopped at this many times its budget (CI has run 3x slower than a quiet machine)
+UNMARKED_LIMIT_S = 300  # an unmarked test (under SLOW_S when idle) is stopped after this
 
 
 def budget_of(item: pytest.Item) -> float | None:

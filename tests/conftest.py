@@ -1,10 +1,15 @@
 """Shared fixtures: a tiny learnable dataset, and an isolated cache directory."""
 
+import os
+
 import pytest
 import torch
 
 from fer_tune.constants import EMOTIONS, IMAGE_SIZE
 from fer_tune.data.dataset import FerDataset, Split
+
+# The test run's Ray (tests/ray_cluster.py) has token authentication off; so must every process that joins it.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 def blob_split(n: int, seed: int, num_classes: int = len(EMOTIONS)) -> Split:
@@ -55,15 +60,17 @@ def blob_csv(tmp_path_factory, tiny_data):
 
 @pytest.fixture
 def ray_local():
-    """The session's one local Ray (sized to the machine, no dashboard, on loopback), started on first use.
+    """The test run's one Ray (tests/ray_cluster.py: local, sized to the machine, no dashboard, on loopback),
+    joined as the CLI joins a cluster; started on first use.
 
-    A test that needs another cluster shuts it down; the next user starts it again.
+    A test that needs another cluster shuts its connection down; the next user joins the run's Ray again.
     """
     import ray
+    import ray_cluster
 
     from fer_tune.search.cluster import connect_ray
 
-    connect_ray("local")  # as the CLI starts it: on loopback only; joins a running one
+    connect_ray(ray_cluster.address())  # joins; a no-op where this process is connected already
     assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}, "local Ray must not listen outside"
     return ray
 
@@ -111,6 +118,12 @@ TOOK: dict[str, float] = {}  # test id -> seconds, setup and teardown included (
 
 def pytest_runtest_logreport(report):
     TOOK[report.nodeid] = TOOK.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_unconfigure(config):
+    import ray_cluster
+
+    ray_cluster.stop()
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -2,7 +2,6 @@
 somewhere, resume it, and compare what it ends with against an uninterrupted run."""
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -10,11 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray_cluster
 
 
 def cli_env() -> dict[str, str]:
-    """The environment a driver runs in: a local Ray of its own (not the test session's)."""
-    return {**os.environ, "RAY_ADDRESS": "local"}
+    """The environment a driver runs in: it joins the test run's Ray (tests/ray_cluster.py)."""
+    return ray_cluster.env()
 
 
 def trial_dirs(experiment: Path) -> list[Path]:

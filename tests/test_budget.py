@@ -39,7 +39,7 @@ def test_the_summary_names_the_tests_over_their_budget_and_the_slow_unmarked_one
 
 def test_every_test_gets_a_hard_limit_from_its_budget():
     items = [FakeItem("a", slow(seconds=100)), FakeItem("b", slow(seconds=20)), FakeItem("c")]
-    assert [budget.time_limit(item) for item in items] == [400, budget.UNMARKED_LIMIT_S, budget.UNMARKED_LIMIT_S]
+    assert [budget.time_limit(item) for item in items] == [800, budget.UNMARKED_LIMIT_S, budget.UNMARKED_LIMIT_S]
 
 
 def test_a_test_past_its_limit_is_stopped_and_fails(tmp_path):

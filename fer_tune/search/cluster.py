@@ -48,6 +48,8 @@ def connect_ray(address: str | None) -> str:
         return "local Ray"
     if address != "auto":
         _check_listening(address, flag)
+        if _on_loopback(address):  # a cluster on this machine's loopback (a test run's): its nodes resolve there too
+            _local_on_loopback()
     try:
         ray.init(address=address, logging_level="ERROR")  # fer-tune must be installed on every node (see README)
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -61,6 +63,11 @@ def _local_on_loopback() -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time by get_node_ip_address
+
+
+def _on_loopback(address: str) -> bool:
+    host = urlparse(address if "://" in address else f"ray-gcs://{address}").hostname or ""
+    return host == "localhost" or host.startswith("127.")
 
 
 def _check_listening(address: str, flag: str = "--address") -> None:
