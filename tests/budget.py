@@ -9,9 +9,11 @@ The budgets are declarations, checked at collection: together they may not pass 
 They also bind: every test runs under a hard time limit (pytest-timeout) derived from its budget,
 HANG_FACTOR times it (UNMARKED_LIMIT_S for an unmarked test). That limit is a hang guard, not a
 speed assertion: it is far above the budget, so a loaded machine does not trip it, and a test that
-hangs fails with its stacks instead of stalling the run until CI's own limit. The brief's target for the whole suite is SUITE_TARGET_S; the slow tests do not fit
-it yet (see the README's Tests section), so the ceiling is where they stand today and only comes
-down: a new slow test has to fit under it, or another has to get faster first. After a run, the
+hangs fails with its stacks instead of stalling the run until CI's own limit.
+
+The brief's target for the whole suite is SUITE_TARGET_S; the ceiling of the slow tests' budgets
+leaves the rest of it to the unmarked tests, and only comes down: a new slow test has to fit under
+it, or another has to get faster first. After a run, the
 terminal summary compares each slow test's real time (setup, call and teardown: a module's shared
 sweep counts for its first test) with its budget, and names unmarked tests that took more than
 SLOW_S. Those lines inform; they fail nothing, since a busy machine is slower. `make test-fast`
