@@ -17,8 +17,11 @@ MASK = "***"
 # (token, access_token, X-Amz-Security-Token, api_key, AWSAccessKeyId, sig, X-Amz-Signature ...).
 SECRET_WORDS = ("token", "key", "secret", "pass", "pwd", "sig", "credential", "auth", "session", "sas")
 
-# The userinfo ends at the last @ before the path: a password may itself hold an unescaped @.
-_USERINFO_PASSWORD = re.compile(r"(?<=://)([^/@:\s?#]*):[^/\s?#]*@")
+# The userinfo runs from the scheme to the last @ of the URI (up to whitespace): a password may hold
+# any printable character, an unescaped @, /, #, ? or quote included (SQLAlchemy and browsers accept
+# them), and each of those would end a parsed userinfo early. Masking past a later @ (one in a query
+# value) hides a host as well: never a secret kept.
+_USERINFO_PASSWORD = re.compile(r"(?<=://)([^/@:\s?#]*):\S*@")
 _USERINFO_BARE = re.compile(r"(?<=://)[^/@:\s?#]+@")
 _QUERY_SECRET = re.compile(
     r"([?&;]([^=&;\s#'\"]*(?:"

@@ -60,6 +60,24 @@ def test_no_secret_survives_in_any_position(secret, key, scheme):
             assert shown == message.format(scheme=scheme, key=name, secret="***"), template
 
 
+passwords = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1)  # printable, no space
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=passwords, scheme=st.sampled_from(["http", "https", "postgresql", "postgresql+psycopg", "mysql"]))
+def test_a_password_of_any_printable_characters_is_masked_whole(password, scheme):
+    # / # ? @ and quotes in a password end a parsed userinfo early; the mask runs to the URI's last @.
+    for template in ("{scheme}://alice:{pw}@db.example:5432/mlflow", "{scheme}://:{pw}@host/p"):
+        message = "failed: " + template + " (reason)"
+        shown = redact(message.format(scheme=scheme, pw=password))
+        assert shown == message.format(scheme=scheme, pw="***"), template
+
+
+@pytest.mark.parametrize("password", ["p/ss", "p#ss", "p?ss", "p@ss", "a/b#c?d@e", "p@ss@word"])
+def test_each_character_that_ends_a_parsed_userinfo_is_masked(password):
+    assert redact(f"postgresql://fer:{password}@db/x") == "postgresql://fer:***@db/x"
+
+
 def test_a_query_token_in_the_tracking_uri_is_not_printed(workdir, monkeypatch, capsys):
     from mlflow_helpers import free_port
 
