@@ -22,8 +22,8 @@ ALLOWED = "letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 def check_name(value: object, where: str, longest: int = NAME_MAX) -> str:
     """`value` if it is a safe name (a slug of at most `longest` characters), else one line naming `where`."""
-    if not isinstance(value, str):
-        raise FerTuneError(f"{where}: {value!r}: expected a name ({ALLOWED})")
+    if not isinstance(value, str):  # a type, not the value: a YAML alias bomb's value is megabytes
+        raise FerTuneError(f"{where}: a {type(value).__name__}: expected a name ({ALLOWED})")
     shown = repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
     if not value:
         raise FerTuneError(f"{where}: empty; expected a name of {ALLOWED}, at most {longest} characters")

@@ -11,6 +11,7 @@ and the valid ones.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -163,7 +164,7 @@ def make_train_config(point: dict[str, Any], where: str = "config") -> TrainConf
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """The first pydantic error as 'key.path: what was wrong (got X; expected Y)'."""
     first = err.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"])
+    loc = ".".join(_shown_key(part) for part in first["loc"])
     path = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
     if first["type"] == "extra_forbidden":
         valid = _fields_at(model, first["loc"][:-1])
@@ -173,11 +174,27 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         message = "unknown device; expected auto, cpu, cuda or cuda:N"
     # Our own FerTuneError raised inside a validator arrives as "Value error, <message>".
     message = message.removeprefix("Value error, ")
+    if len(message) > MAX_SHOWN:  # a validator may quote the value: an alias bomb's is megabytes
+        message = f"{message[:MAX_SHOWN]}... (cut)"
     got = first.get("input")
-    if got is not None and not isinstance(got, dict) and repr(got) not in message:
-        shown = repr(got) if len(repr(got)) <= 80 else f"{repr(got)[:60]}... ({len(repr(got))} characters)"
+    shown = _BOUNDED.repr(got)  # reprlib: bounded however large or nested the value is
+    if got is not None and not isinstance(got, dict) and shown not in message:
+        shown = shown if len(shown) <= 80 else f"{shown[:60]}..."
         message += "" if shown.split("...")[0] in message else f" (got {shown})"
     return f"{path}: {message}"
+
+
+MAX_SHOWN = 200  # characters of a message quoting a value
+_BOUNDED = reprlib.Repr()  # Python 3.10's Repr takes no arguments: its limits are set below
+_BOUNDED.maxlevel, _BOUNDED.maxlist, _BOUNDED.maxtuple, _BOUNDED.maxdict = 3, 6, 6, 6
+_BOUNDED.maxstring = _BOUNDED.maxother = _BOUNDED.maxlong = 80
+
+
+def _shown_key(part: object) -> str:
+    """A key as a message shows it: a look-alike or invisible character (Cyrillic а, a zero-width space)
+    escaped, so the message does not seem to name the right key."""
+    text = str(part)
+    return text if text.isascii() and text.isprintable() else ascii(text)
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:

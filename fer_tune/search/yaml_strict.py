@@ -7,6 +7,9 @@ exponent); learning rates are written that way, so this loader reads them as YAM
 
     yaml.load(read_yaml_text(path, "search-space file"), Loader=StrictLoader)
 
+Merge keys (`<<: *base`) are read as YAML defines them; `read_yaml_text` refuses a document nested
+over MAX_DEPTH levels before PyYAML's recursive composer sees it.
+
 `read_yaml_text` reads only what a YAML file can be: a regular file (not a folder, a FIFO that
 would block, /dev/null), of bounded size (a 10 MB file took PyYAML 39 s), in UTF-8 or, with a
 byte-order mark, UTF-16/32 (as Windows editors save it); anything else is one line saying so.
@@ -53,13 +56,15 @@ def read_yaml_text(path: Path, what: str) -> str:
         raise FerTuneError(f"{path}: cannot read this {what} ({err.strerror or err})") from None
     encoding = next((name for bom, name in BOMS if data.startswith(bom)), "utf-8")
     try:
-        return data.decode(encoding)
+        text = data.decode(encoding)
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise FerTuneError(
             f"{path}: line {line}: not {encoding.upper().removesuffix('-SIG')} text (byte {data[err.start]:#04x}); "
             "expected UTF-8 (or UTF-16 with a byte-order mark): save the file as UTF-8"
         ) from None
+    check_depth(text, path)
+    return text
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -67,8 +72,11 @@ class StrictLoader(yaml.SafeLoader):
 
 
 def _mapping_without_duplicates(loader: StrictLoader, node: yaml.MappingNode) -> dict:
+    """A mapping whose own keys are each written once. Merge keys (`<<: *base`) are YAML's way to share
+    a block between files' sections: the merged keys may be overridden by the mapping's own, as YAML says."""
+    own = [(k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"]
     seen: dict = {}
-    for key_node, _ in node.value:
+    for key_node, _ in own:
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -79,7 +87,29 @@ def _mapping_without_duplicates(loader: StrictLoader, node: yaml.MappingNode) ->
                 key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line
+    loader.flatten_mapping(node)  # the merged keys first, then the mapping's own (PyYAML's SafeConstructor)
     return loader.construct_mapping(node, deep=True)
+
+
+MAX_DEPTH = 64  # nesting levels; a space file uses 4, and PyYAML's composer recurses (RecursionError at ~1000)
+
+
+def check_depth(text: str, path: Path) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, reading its events (the parser does not recurse)."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=StrictLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1
+                    raise FerTuneError(
+                        f"{path}: line {line}: nested over {MAX_DEPTH} levels deep; expected a space file"
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the loader reports it, with its line
 
 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
