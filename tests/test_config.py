@@ -77,7 +77,10 @@ def test_range_defaults_and_quantization(tmp_path):
             "budget: {num_samples: 4}\nspace:\n  lr: 0.01\nbudget: {num_samples: 50}\n",
             r"line 4: .*duplicate key 'budget' \(lines 1 and 4\); expected each key once",
         ),
-        ("trainable: fer_cnnn\n", r"space\.yaml: trainable: unknown trainable 'fer_cnnn'; expected one of: curve, fer_cnn"),
+        (
+            "trainable: fer_cnnn\n",
+            r"space\.yaml: trainable: unknown trainable 'fer_cnnn'; expected one of: curve, fer_cnn",
+        ),
         (
             "scheduler: {name: asha}\n",
             r"space\.yaml: scheduler: renamed; the sweep's early-stopping rule is now `pruner:`.*inside `space:`",
