@@ -82,7 +82,8 @@ def cmd_serve(args) -> int:
         sock.close()
         raise
     url = f"http://{_shown_host(args.host)}:{sock.getsockname()[1]}"
-    print(f"fer-tune: serving {args.model} on {url} (API docs: {url}/docs; Ctrl+C stops it)", flush=True)
+    # The API's schema, not /docs: Swagger UI loads from a CDN, so fer-tune serves no docs page (serving/web.py)
+    print(f"fer-tune: serving {args.model} on {url} (API schema: {url}/openapi.json; Ctrl+C stops it)", flush=True)
     if args.host not in LOOPBACK:
         print(f"fer-tune: {args.host} is reachable from other machines: anyone who can reach it can use the page")
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)

@@ -20,13 +20,26 @@ from pathlib import Path
 import torch
 
 from fer_tune.data.dataset import FerDataset, Split
+from fer_tune.errors import FerTuneError
 
 CACHE_VERSION = 1  # bump when the file layout below changes
 
 
 def cache_dir() -> Path:
-    """Where cached datasets live: $FER_TUNE_CACHE, else ~/.cache/fer-tune."""
-    return Path(os.environ.get("FER_TUNE_CACHE") or Path.home() / ".cache" / "fer-tune")
+    """Where cached datasets live: $FER_TUNE_CACHE, else ~/.cache/fer-tune.
+
+    An empty or relative HOME (HOME='' made it /.cache/fer-tune) is one line: the cache would land in
+    a folder the user never chose.
+    """
+    if os.environ.get("FER_TUNE_CACHE"):
+        return Path(os.environ["FER_TUNE_CACHE"])
+    home = os.environ.get("HOME", str(Path.home()))
+    if not home or not Path(home).is_absolute():
+        raise FerTuneError(
+            f"HOME {home!r}: not an absolute path, so there is no ~/.cache for parsed datasets; "
+            "set HOME, or FER_TUNE_CACHE to the folder to cache them in"
+        )
+    return Path(home) / ".cache" / "fer-tune"
 
 
 def cache_path(key: str) -> Path:
