@@ -30,8 +30,8 @@ def render(report: dict, folder: Path) -> str:
     parts = [
         f"<h1>Sweep {escape(report['sweep'])}</h1>",
         f"<p class=muted>{escape(report['space_path'])} · data {escape(str(report['data']['source']))} · "
-        f"metric {escape(report['metric'])} ({report['mode']}) · images: "
-        + ", ".join(f"{k} {v}" for k, v in report["data"]["images"].items())
+        f"metric {escape(report['metric'])} ({escape(report['mode'])}) · images: "
+        + ", ".join(f"{escape(str(k))} {escape(str(v))}" for k, v in report["data"]["images"].items())
         + "</p>",
         _seed_table(report),
         _answer(report),
