@@ -10,8 +10,10 @@ or 300 characters would write outside them or fail deep in the filesystem. A nam
 
 from __future__ import annotations
 
+import os
 import re
 
+from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
 
 NAME_MAX = 100  # characters; far under any filesystem's 255 bytes, with room for Ray's suffixes
@@ -37,3 +39,24 @@ def check_name(value: object, where: str, longest: int = NAME_MAX) -> str:
 def check_space_name(value: object, where: str) -> str:
     """A space file's `name:`, short enough that SPACE-DATE-TIME, the default sweep name, is itself a name."""
     return check_name(value, where, longest=NAME_MAX - DATE_SUFFIX)
+
+
+def check_sweep_name(value: object, where: str) -> str:
+    """A sweep's name (check_name) whose folder results/<name> is not a link leading out of results/.
+
+    fer-tune writes a sweep's tables and report into results/<name>: a symbolic link there to a
+    folder elsewhere (or to nothing) would have it write outside results/, so it is refused, as
+    `../x` is. A results/ that is itself a link (to a larger disk) is the user's choice and stays.
+    """
+    name = check_name(value, where)
+    folder = RESULTS_DIR / name
+    if folder.is_symlink():
+        target = os.readlink(folder)
+        inside = folder.exists() and folder.resolve().is_relative_to(RESULTS_DIR.resolve())
+        if not inside:
+            where_to = "to nothing" if not folder.exists() else f"outside {RESULTS_DIR}/"
+            raise FerTuneError(
+                f"{where} {name}: {folder} is a link to {target}, {where_to}; fer-tune writes only under "
+                f"{RESULTS_DIR}/: remove the link or choose another name"
+            )
+    return name

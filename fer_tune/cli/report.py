@@ -14,11 +14,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args) -> int:
-    from fer_tune.names import check_name
+    from fer_tune.names import check_sweep_name
     from fer_tune.search.results import load_sweep
 
     if args.name is not None:
-        check_name(args.name, "report NAME")
+        check_sweep_name(args.name, "report NAME")
     sweep = load_sweep(args.name)  # one-line errors for an unknown or unfinished sweep
     print(build(sweep.name))
     return 0

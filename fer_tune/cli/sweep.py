@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fer_tune.cli.paths import given, given_path, writable_folder
 from fer_tune.errors import FerTuneError
-from fer_tune.names import check_name
+from fer_tune.names import check_sweep_name
 from fer_tune.numbers import finite_number, parse_int
 
 
@@ -191,7 +191,7 @@ def run_space(
     from fer_tune.tracking.trackers import open_tracking
 
     if name is not None:
-        check_name(name, "--name")
+        check_sweep_name(name, "--name")
     sources = source_names(warm_start) if warm_start is not None else None  # checked as --name is
     tracking = open_tracking(space, track)
     plan = prepare_sweep(space, name=name, storage=storage, resume=resume, address=address, data_source=data_source)
@@ -281,13 +281,13 @@ def cmd_results(args) -> int:
     if args.name == "sync":
         if not args.sweep:
             raise FerTuneError("results sync: expected the sweep's name (fer-tune results sync NAME)")
-        check_name(args.sweep, "results sync NAME")
+        check_sweep_name(args.sweep, "results sync NAME")
         print(sync(args.sweep))
         return 0
     if args.top < 1:
         raise FerTuneError(f"--top {args.top}: expected a positive number of rows")
     if args.name is not None:
-        check_name(args.name, "results NAME")
+        check_sweep_name(args.name, "results NAME")
     sweep = load_sweep(args.name)
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials")
     print(leaderboard_markdown(sweep.trials, sweep.metric, sweep.mode, args.top))

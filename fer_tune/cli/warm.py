@@ -12,13 +12,13 @@ from fer_tune.search.console import PREFIX
 
 def source_names(text: str) -> list[str]:
     """`--warm-start TEXT`'s sweep names (or [auto]), each a safe name, else one line."""
-    from fer_tune.names import check_name
+    from fer_tune.names import check_sweep_name
     from fer_tune.search.warm_start import AUTO, parse_sources
 
     names = parse_sources(text)
     for source in names:
         if source != AUTO:
-            check_name(source, "--warm-start")
+            check_sweep_name(source, "--warm-start")
     return names
 
 

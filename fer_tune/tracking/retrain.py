@@ -22,6 +22,7 @@ from typing import Any
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.core.config import TrainConfig, make_train_config, trial_point
 from fer_tune.errors import FerTuneError
+from fer_tune.names import check_name, check_sweep_name
 from fer_tune.search.sweep_file import SpaceFile
 
 
@@ -37,6 +38,9 @@ def find_trial(ref: str, tracking_uri: str | None = None) -> FoundTrial:
     sweep, sep, trial_id = ref.partition("/")
     if not (sep and sweep and trial_id) or "/" in trial_id:
         raise FerTuneError(f"--trial {ref}: expected SWEEP/TRIAL_ID (a sweep's name and a trial_id of its trials.csv)")
+    # Both parts are names: the sweep's is a folder under results/, and either reaches MLflow's filter string.
+    check_sweep_name(sweep, "--trial SWEEP")
+    check_name(trial_id, "--trial TRIAL_ID")
     if (RESULTS_DIR / sweep / "sweep.json").is_file():
         return _from_results(ref, sweep, trial_id)
     return _from_mlflow(ref, sweep, trial_id, tracking_uri)
