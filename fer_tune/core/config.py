@@ -25,6 +25,8 @@ from fer_tune.errors import FerTuneError
 # enumerates one value: the whole point); samplers hand the point over flat.
 GRID_KEY = "point"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # what torch.device accepts that fer-tune trains on
+MAX_SEED = 2**32 - 1  # a seed beyond it overflows numpy's generator (torch's takes 64 bits)
+MAX_WIDTH = 16.0  # channel multiplier: model3 at 16 has 360M parameters (1.4M at 1); 1e7 asked for 5.7 GB at once
 
 REGISTRIES = {
     "model": models.MODELS,
@@ -47,7 +49,7 @@ class TrainConfig(Strict):
     kernel_size: Literal[2, 3] = 3  # Tandon 2020: 3x3 beat 2x2 by ~3 points
     padding: Literal[0, 1, "auto"] = 1  # auto = (kernel_size - 1) // 2: Tandon 2020's 2x2/pad 0 and 3x3/pad 1 pairs
     dropout: float = Field(0.25, ge=0, lt=1)
-    width: float = Field(1.0, gt=0)  # channel multiplier
+    width: float = Field(1.0, gt=0, le=MAX_WIDTH, allow_inf_nan=False)  # channel multiplier
     separable: bool = False  # seed CNNs: depthwise-separable convs (fewer MACs; an efficiency axis to search)
     # transfer learning: which models take these, and in which range, is each model's `Capabilities`
     pretrained: bool = False  # ImageNet weights from the local torch hub cache (never downloaded)
@@ -76,7 +78,7 @@ class TrainConfig(Strict):
     T_mult: int = Field(10, ge=1)  # cos_warm: cycle growth factor (Tandon 2020's best: 10)
     epochs: int = Field(10, ge=1)
     # reproducibility and hardware
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # numpy's and torch's generators both take 0 to 2**32 - 1
     device: str = Field("auto", pattern=DEVICE_PATTERN)  # auto = cuda if available, else cpu; cuda:N picks a GPU
     amp: bool = True  # bf16 autocast, CUDA only
     channels_last: bool = True  # CUDA only

@@ -51,6 +51,12 @@ class Capabilities:
     def resizes(self) -> bool:
         return len(self.input_sizes) > 1
 
+    @property
+    def separable(self) -> bool:
+        """Its convs may become depthwise-separable: its own convs (kernels), none an ImageNet checkpoint
+        must load into (a transfer backbone's convs have torchvision's shapes, pretrained or not)."""
+        return self.kernels and not self.pretrained
+
 
 _CAPABILITIES: dict[str, Capabilities] = {}
 
@@ -127,10 +133,10 @@ def _why_not(name: str, caps: Capabilities, knobs: Mapping[str, Any]) -> tuple[s
             f"model {name!r} has no extra dense layer: expected 0; "
             f"dense_units applies to {models_taking('dense_units')}"
         )
-    if get("separable") and not caps.kernels:
+    if get("separable") and not caps.separable:
         return (
             "separable",
-            f"{name} keeps torchvision's convs: expected false; separable applies to {models_taking('kernels')}",
+            f"{name} keeps torchvision's convs: expected false; separable applies to {models_taking('separable')}",
         )
     if get("width", 1.0) != 1.0 and not caps.width:
         return "width", f"{name}'s layer widths are torchvision's: expected 1.0"
