@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -39,12 +41,10 @@ def build_searcher(space: SpaceFile, warm: WarmStart | None = None):
         from ray.tune.search import BasicVariantGenerator
 
         return BasicVariantGenerator(max_concurrent=space.budget.max_concurrent or 0)
-    import optuna
-
     if algorithm == "random":
         sampler = optuna.samplers.RandomSampler(seed=space.search.seed)
     elif space.search.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=space.search.seed)
+        sampler = PicklableNSGAIISampler(seed=space.search.seed)
     else:
         startup = space.search.startup_trials or startup_trials(space.budget.num_samples)
         sampler = optuna.samplers.TPESampler(seed=space.search.seed, n_startup_trials=startup)
@@ -56,6 +56,26 @@ def build_searcher(space: SpaceFile, warm: WarmStart | None = None):
         return OptunaSearch(**options)
     first = [dict(seed.params) for seed in warm.best(space.mode)]  # proposed again before any new point
     return WarmOptunaSearch(observations(space, warm), points_to_evaluate=first, **options)
+
+
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable: Ray pickles the searcher, sampler included, when the sweep starts
+    and into every experiment snapshot (for --resume), and the sampler holds a threading.Lock (its generation
+    cache's), which pickle refuses. The lock is left out and a new one made on unpickling (issue 26)."""
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+
+# Optuna names a GA sampler's study attributes after its class: keep NSGA-II's own names in the study
+PicklableNSGAIISampler._GENERATION_KEY = optuna.samplers.NSGAIISampler._GENERATION_KEY
+PicklableNSGAIISampler._PARENT_CACHE_KEY_PREFIX = optuna.samplers.NSGAIISampler._PARENT_CACHE_KEY_PREFIX
 
 
 def startup_trials(num_samples: int) -> int:
