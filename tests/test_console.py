@@ -15,8 +15,11 @@ from fer_tune.search.console import PREFIX, error_text
 
 # One trial of each outcome, in this order (max_concurrent 1 makes ASHA's decision deterministic):
 # lr 3e-3 completes its 3 epochs; lr 1e-5 is stopped at a rung (1 or 2), below the first trial;
-# lr 1e8 diverges in its first epoch and fails.
+# lr 1e8 diverges in its first epoch and fails. The curve trainable reports those outcomes
+# (fer_tune.core.curves: seed 0's divergence at lr 1e8 comes at epoch 1); what is printed comes
+# from the driver, Ray, Optuna and MLflow, which all run as in a real sweep.
 SPACE = """name: console
+trainable: curve
 search: {algorithm: grid}
 pruner: {name: asha, grace_period: 1, reduction_factor: 2}
 budget: {num_samples: 1, max_epochs: 3, max_concurrent: 1}
@@ -97,7 +100,7 @@ def test_error_text_reads_the_drivers_copy_before_storage_has_one(tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow(seconds=90)
 def test_a_sweep_prints_only_fer_tune_lines(tmp_path, blob_csv):
-    """A real tracked sweep with a completed, a stopped and a diverged trial, run as `fer-tune run`."""
+    """A tracked sweep with a completed, a stopped and a diverged trial, run as `fer-tune run`."""
     space = tmp_path / "console.yaml"
     space.write_text(SPACE)
     command = [sys.executable, "-m", "fer_tune.cli", "run", str(space), "--data", str(blob_csv)]

@@ -1,10 +1,12 @@
-"""A sweep's report, end to end: a real planted sweep, the report it writes, its rebuild, its page.
+"""A sweep's report, end to end: a planted sweep, the report it writes, its rebuild, its page.
 
-The planted sweep (module fixture, --no-track): a grid over `lr` (1e-7: nothing is learnt in two
-epochs; 3e-3: the blobs are) × `weight_decay` (0, 1e-9, 1e-8: no effect at this scale), 6 trials of
-up to 2 epochs of `basic` on the blob data, ASHA stopping some after 1. Importance must rank `lr`
-first; the report must be rebuilt byte-identically from results/<sweep>/ alone; the page must load
-nothing from anywhere.
+The planted sweep (module fixture, --no-track): a grid over `lr` (1e-7: nothing is learnt, the trial
+stays at chance; 3e-3: it learns) × `weight_decay` (0, 1e-9, 1e-8: no effect at this scale), 6 trials
+of up to 2 epochs of `basic` on the blob data, ASHA stopping some after 1. The trials are the `curve`
+trainable's (fer_tune.core.curves: the learning curves of those configurations, with real Ray, Optuna,
+checkpoints and results; the champion's test scores are those of its untrained `basic`). Importance
+must rank `lr` first; the report must be rebuilt byte-identically from results/<sweep>/ alone; the page
+must load nothing from anywhere.
 """
 
 import json
@@ -19,6 +21,8 @@ from fer_tune.cli.main import main
 pytestmark = pytest.mark.integration
 
 PLANTED = """name: planted
+trainable: curve
+curve: {sleep_s: 0.05}   # each epoch takes a measurable time: the report's trainer-seconds are > 0
 search: {algorithm: grid}
 pruner: {name: asha, grace_period: 1, reduction_factor: 2}
 budget: {num_samples: 1, max_epochs: 2, max_concurrent: 2}

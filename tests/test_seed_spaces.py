@@ -1,6 +1,10 @@
-"""Every seed project's search file (Tandon 2020, Tynasello, Pham 2020, Dzubak) runs end to end in smoke
-mode (`fer-tune run SPACE --smoke`): two trials of one epoch on tiny data written here, with a local
-ImageNet weights cache written here too."""
+"""Smoke mode (`fer-tune run SPACE --smoke`) on every seed project's search file.
+
+Unit tests on `smoke()`: on every search_spaces/*.yaml, a smoke run's trials build the models the real
+run would, each at the smallest input it accepts and without ten-crop TTA; the real run is untouched.
+
+End to end (Tandon 2020, Tynasello, Pham 2020, Dzubak): each runs in smoke mode, two trials of one
+epoch on tiny data written here, with a local ImageNet weights cache written here too."""
 
 import os
 import subprocess
@@ -8,21 +12,85 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from PIL import Image
 from test_transfer import write_imagenet
 
 from fer_tune.constants import EMOTIONS
+from fer_tune.core.config import make_train_config
+from fer_tune.core.models import capabilities
 from fer_tune.data import write_fer2013_csv
-
-pytestmark = pytest.mark.integration
+from fer_tune.search.sampling import define_by_run, grid_points
+from fer_tune.search.sweep_file import SpaceFile, load_space, smoke
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SEED_SPACES = sorted(SPACES.glob("*.yaml"))
 DZUBAK_CLASSES = ("happy", "neutral", "sad", "surprise")
 # The extra sources' folder names that search_spaces/pham2020.yaml maps onto FER2013's classes.
 JAFFE_CLASSES = ("anger", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
 FACES_CLASSES = ("anger", "disgusted", "fearful", "happy", "neutral", "sad")
+
+
+# ---- smoke(): what a smoke run's trials are
+
+
+def configs(space: SpaceFile, draws: int = 80) -> list:
+    """The trial configurations the space's searcher gives: every grid point, or `draws` random Optuna points."""
+    if space.search.algorithm == "grid":
+        points = grid_points(space)
+    else:
+        sample = define_by_run(space)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        points = [sample(study.ask()) for _ in range(draws)]
+    return [make_train_config(point, where=space.path) for point in points]
+
+
+def smallest_input(model: str) -> int:
+    return min(capabilities(model).input_sizes)
+
+
+@pytest.mark.parametrize("path", SEED_SPACES, ids=lambda p: p.stem)
+def test_smoke_builds_every_model_at_its_smallest_input_without_ten_crops(path):
+    space = load_space(path)
+    small = configs(smoke(space))
+    for config in small:
+        assert config.resolved_input_size == smallest_input(config.model), config
+        assert config.tta != "tencrop" and config.image_size == 48, config
+    if space.search.algorithm != "grid":  # a sampled space's smoke run builds the models the real run would
+        [models] = [p.values for p in space.space if p.name == "model"]
+        assert {config.model for config in small} == set(models)
+
+
+def test_smoke_leaves_the_real_run_as_it_was():
+    """Pham 2020's real run still draws 224 px and ten crops; its smoke run neither."""
+    space = load_space(SPACES / "pham2020.yaml")
+    before = space.model_dump()
+    smoke(space)
+    assert space.model_dump() == before
+    real = configs(space)
+    assert {c.resolved_input_size for c in real} == {224, 96} and {c.tta for c in real} == {"tencrop", "flip"}
+    assert {(c.resolved_input_size, c.tta) for c in configs(smoke(space))} == {(48, "flip")}
+
+
+def test_smoke_shrinks_a_default_input_size_and_every_form_of_tencrop(tmp_path):
+    """input_size absent: resnet50 would run at its default 224 (so smoke adds it); tta chosen, default or fixed."""
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nspace:\n  model: {choice: [resnet50, basic]}\n  tta: {choice: [tencrop, none], default: tencrop}\n"
+    )
+    space = load_space(tmp_path / "s.yaml")
+    assert {(c.model, c.resolved_input_size) for c in configs(space)} == {("resnet50", 224), ("basic", 48)}
+    small = smoke(space)
+    [tta] = [p for p in small.space if p.name == "tta"]
+    assert (tta.values, tta.default) == (("flip", "none"), "flip")
+    assert {(c.model, c.resolved_input_size) for c in configs(small)} == {("resnet50", 48), ("basic", 48)}
+    (tmp_path / "t.yaml").write_text("name: t\nspace:\n  model: rmn\n  tta: tencrop\n")
+    fixed = configs(smoke(load_space(tmp_path / "t.yaml")), draws=2)
+    assert [(c.resolved_input_size, c.tta) for c in fixed] == [(48, "flip")] * 2
+
+
+# ---- end to end
 
 
 def faces(n: int, seed: int) -> np.ndarray:
@@ -61,7 +129,7 @@ def torch_home(tmp_path_factory):
     return home
 
 
-def smoke(space: str, data: Path, cwd: Path, torch_home: Path) -> pd.DataFrame:
+def run_smoke(space: str, data: Path, cwd: Path, torch_home: Path) -> pd.DataFrame:
     command = [sys.executable, "-m", "fer_tune.cli", "run", str(SPACES / space), "--smoke", "--no-track"]
     command += ["--data", str(data), "--name", f"smoke-{Path(space).stem}"]
     env = {**os.environ, "TORCH_HOME": str(torch_home), "RAY_ADDRESS": "local"}
@@ -73,33 +141,41 @@ def smoke(space: str, data: Path, cwd: Path, torch_home: Path) -> pd.DataFrame:
     return trials
 
 
-@pytest.mark.slow(seconds=140)
+@pytest.mark.integration
+@pytest.mark.slow(seconds=90)
 def test_tynasello_runs_in_smoke_mode(workdir, torch_home):
-    trials = smoke("tynasello.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+    trials = run_smoke("tynasello.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
     assert set(trials["model"]) <= {"resnet50", "custom6"}
+    assert (trials["input_size"] == 48).all(), trials.to_string()  # resnet50 at its smallest, not 224 or 96
 
 
+@pytest.mark.integration
 @pytest.mark.slow(seconds=70)
 def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(workdir, torch_home):
     folder = tiny_folder(workdir / "unique_images", DZUBAK_CLASSES)
-    trials = smoke("dzubak.yaml", folder, workdir, torch_home)
+    trials = run_smoke("dzubak.yaml", folder, workdir, torch_home)
     assert set(trials["model"]) <= {"vgg16", "resnet50", "efficientnet_b0"}
+    assert (trials["input_size"] == 48).all(), trials.to_string()
     sweep = (workdir / "results" / "smoke-dzubak" / "sweep.json").read_text()
     assert all(f'"{name}"' in sweep for name in DZUBAK_CLASSES) and '"angry"' not in sweep
 
 
-@pytest.mark.slow(seconds=300)
+@pytest.mark.integration
+@pytest.mark.slow(seconds=150)
 def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
     tiny_folder(workdir / "data" / "jaffe", JAFFE_CLASSES, splits=("train",), per_class=2)
     tiny_folder(workdir / "data" / "faces", FACES_CLASSES, splits=("train",), per_class=2)
-    smoke("pham2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+    trials = run_smoke("pham2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+    # the RMN at 48 px and flip TTA: the real run's 224 px and ten crops made the smoke run minutes long
+    assert (trials["input_size"] == 48).all() and (trials["tta"] == "flip").all(), trials.to_string()
     summary = (workdir / "results" / "smoke-pham2020" / "sweep.json").read_text()
     assert "data/jaffe" in summary and "data/faces" in summary
 
 
+@pytest.mark.integration
 @pytest.mark.slow(seconds=50)
 def test_tandon2020_runs_in_smoke_mode_as_a_grid(workdir, torch_home):
-    trials = smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+    trials = run_smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
     # A grid stays a grid: its first axis keeps two values, every other axis its first, so the two
     # trials differ in the model only (random sampling would draw augmentation, schedule and filter too).
     assert sorted(trials["model"]) == ["model2", "model3"]

@@ -39,7 +39,8 @@ def test_ui_shows_the_experiment_and_its_nested_runs(ray_local, workdir, blob_cs
         pytest.skip("chromium is not installed (.ci/run installs it: apt-get install chromium)")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (workdir / "ui-check.yaml").write_text(
-        "name: ui-check\nsearch: {algorithm: grid}\npruner: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\n"
+        "name: ui-check\ntrainable: curve\n"  # the sweep's numbers only fill the pages this test reads
+        "search: {algorithm: grid}\npruner: {name: none}\nbudget: {num_samples: 1, max_epochs: 1}\n"
         "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n  lr: {grid: [1.0e-3, 2.0e-3]}\n"
     )
     sweep, _ = run_space(load_space(workdir / "ui-check.yaml"), data_source=str(blob_csv), name="ui-check-1")

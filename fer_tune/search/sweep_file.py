@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from fer_tune.core import models
 from fer_tune.core.config import Strict, TrainConfig, format_validation_error, make_train_config
 from fer_tune.core.curves import CurveSettings
 from fer_tune.data import ExtraSource, FerDataset, check_source, load_dataset
@@ -257,19 +258,25 @@ def with_budget(space: SpaceFile, num_samples: int | None = None, max_epochs: in
 
 
 SMOKE_TRIALS, SMOKE_EPOCHS = 2, 1
+SMOKE_TTA = {"tencrop": "flip"}  # ten crops: ten forward passes per image; a smoke run checks the path, not the score
 
 
 def smoke(space: SpaceFile) -> SpaceFile:
     """The space shrunk to a smoke test: 2 trials of 1 epoch on one CPU each, no pruning; a space that
     asks for re-runs (`select:`) re-trains its best trial once, so the smoke run goes through them too.
 
-    A sampled space keeps every parameter's values, so a smoke run builds the models the real run
-    would (`fer-tune run SPACE --smoke --data TINY`); only the budget and the epochs shrink. A grid
-    stays a grid, cut to 2 points: its first unconditional axis with several values keeps its first
-    two, every other axis its first value (`_smoke_grid`).
+    A sampled space keeps the values of every parameter that chooses what is built (model, pretrained,
+    freeze_depth, dense_units, ...), so a smoke run builds the models the real run would
+    (`fer-tune run SPACE --smoke --data TINY`); the budget and the epochs shrink, and so does the
+    cost of each step (`_smoke_cheap`): every model runs at the smallest input it accepts (input_size
+    fixed at the smallest size that every model the space draws takes: 48 px, where Pham 2020's RMN
+    and the ImageNet backbones would run at 224 by default) and `tta: tencrop` becomes `flip` (one
+    48 px image and its mirror instead of ten 40 px crops). A grid stays a grid, cut to 2 points: its
+    first unconditional axis with several values keeps its first two, every other axis its first value
+    (`_smoke_grid`). A run without --smoke is untouched.
     """
     epochs = lambda p: p.model_copy(update={"kind": "fixed", "values": (SMOKE_EPOCHS,), "default": None})
-    params = tuple(epochs(p) if p.name == "epochs" else p for p in space.space)
+    params = _smoke_cheap(tuple(epochs(p) if p.name == "epochs" else p for p in space.space))
     if space.search.algorithm == "grid":
         params, num_samples = _smoke_grid(params), 1  # every grid point runs num_samples times
     else:
@@ -283,6 +290,32 @@ def smoke(space: SpaceFile) -> SpaceFile:
             "select": SelectConfig(top_k=1, seeds=1) if space.select is not None else None,
         }
     )
+
+
+def _smoke_cheap(params: tuple[Param, ...]) -> tuple[Param, ...]:
+    """`input_size` fixed, unconditionally, at the smallest size every model the space draws accepts
+    (added where a drawn model's default is larger; left as it is where those models share no size),
+    and `tta`'s tencrop replaced by flip (SMOKE_TTA)."""
+    cheap_tta = lambda v: SMOKE_TTA.get(v, v)
+    tta = lambda p: p.model_copy(
+        update={
+            "values": tuple(dict.fromkeys(map(cheap_tta, p.values))),
+            "default": None if p.default is None else cheap_tta(p.default),
+        }
+    )
+    params = tuple(tta(p) if p.name == "tta" else p for p in params)
+
+    model = next((p for p in params if p.name == "model"), None)
+    drawn = model.values if model is not None else (TrainConfig.model_fields["model"].default,)
+    shared = set.intersection(*(set(models.capabilities(name).input_sizes) for name in drawn))
+    given = next((p for p in params if p.name == "input_size"), None)
+    needed = any(models.capabilities(name).default_input_size != min(shared, default=0) for name in drawn)
+    if not shared or (given is None and not needed):
+        return params
+    fixed = Param(name="input_size", kind="fixed", values=(min(shared),))
+    if given is None:
+        return (*params, fixed)
+    return tuple(fixed if p.name == "input_size" else p for p in params)
 
 
 def _smoke_grid(params: tuple[Param, ...]) -> tuple[Param, ...]:
