@@ -4,6 +4,7 @@
                                                            # to the latest sweep's runs and its model
     fer-tune models list                                   # versions, aliases, test accuracy
     fer-tune models download models:/fer-emotion@champion --to deploy/
+    fer-tune models unlock fer-emotion                     # remove a promotion lock no sweep holds any more
     fer-tune predict --model models:/fer-emotion@champion face.jpg --detect-faces
 
 Each command reads the store at --tracking-uri, else MLFLOW_TRACKING_URI, else
@@ -38,12 +39,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _store_option(ui)
     ui.set_defaults(handler=cmd_ui)
 
-    models = commands.add_parser("models", help="registered models: list, download")
+    models = commands.add_parser("models", help="registered models: list, download, unlock")
     models = models.add_subparsers(metavar="ACTION")
     listing = models.add_parser("list", help="registered models: versions, aliases, test accuracy")
     listing.add_argument("name", nargs="?", default=None, help="only this registered model")
     _store_option(listing)
     listing.set_defaults(handler=cmd_models_list)
+    unlock = models.add_parser("unlock", help="remove a promotion lock left by a killed sweep (NAME.promotion-lock)")
+    unlock.add_argument("name", type=given, help="the registered model whose promotion lock to remove")
+    _store_option(unlock)
+    unlock.set_defaults(handler=cmd_models_unlock)
     download = models.add_parser("download", help="write a model, its TorchScript file and a model card to a folder")
     download.add_argument("uri", type=given, help="models:/NAME@ALIAS or models:/NAME/VERSION")
     download.add_argument("--to", type=given_path, required=True, metavar="DIR", help="folder to write (new or empty)")
@@ -119,13 +124,16 @@ def cmd_models_list(args) -> int:
 
     from fer_tune.serving.model import trained_on
     from fer_tune.tracking.front import FRONT_TAG
+    from fer_tune.tracking.promotion import is_lock_model
 
     uri = _store(args)
     client = _ask(uri, lambda: _client(uri))
     query = f"name = '{args.name}'" if args.name else None
-    models = _ask(uri, lambda: client.search_registered_models(filter_string=query))
+    # a promotion lock (and a lock breaker's marker) is a registered model too, for a moment: not listed
+    models = [m for m in _ask(uri, lambda: client.search_registered_models(filter_string=query))
+              if not is_lock_model(m.name)]  # fmt: skip
     if args.name and not models:
-        known = [m.name for m in _ask(uri, client.search_registered_models)]
+        known = [m.name for m in _ask(uri, client.search_registered_models) if not is_lock_model(m.name)]
         raise FerTuneError(
             f"no registered model named {args.name!r} in {redact(uri)}; known: {', '.join(known) or 'none'}"
         )
@@ -152,7 +160,16 @@ def cmd_models_list(args) -> int:
             for v in versions
         ]
         print(f"{model.name}  (models:/{model.name}@champion)")
-        print(pd.DataFrame(rows).sort_values("version").to_string(index=False))
+        print(pd.DataFrame(rows).sort_values("version").to_string(index=False) if rows else "  (no versions)")
+    return 0
+
+
+def cmd_models_unlock(args) -> int:
+    from fer_tune.tracking.promotion import unlock
+
+    uri = _store(args)
+    client = _ask(uri, lambda: _client(uri))
+    print(_ask(uri, lambda: unlock(client, args.name)))
     return 0
 
 

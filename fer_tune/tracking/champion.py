@@ -19,6 +19,7 @@ tracking/promotion.py makes that compare-and-set atomic across concurrent sweeps
 from __future__ import annotations
 
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +37,15 @@ from fer_tune.data.dataset import Split
 from fer_tune.search.sweep import Sweep
 from fer_tune.tracking.card import CARD_FILE, INPUT, TORCHSCRIPT_FILE, model_card
 from fer_tune.tracking.paired import paired_review
-from fer_tune.tracking.promotion import CHALLENGER, CHAMPION, promote
+from fer_tune.tracking.promotion import ABSENT, CHALLENGER, CHAMPION, PromotionError, promote
 from fer_tune.tracking.report import plot_confusion, plot_learning_curves, plot_mistakes
 from fer_tune.tracking.runs import SweepRuns
 from fer_tune.tracking.settings import mlflow_settings
 from fer_tune.tracking.store import download_model, fluent_tracking
+from fer_tune.uris import redact
+
+CHAMPION_READ_TRIES = 4  # a store error while reading the champion: tried again after 0.5, 1 and 2 s
+CHAMPION_READ_BACKOFF_S = 0.5
 
 
 @dataclass
@@ -75,7 +80,7 @@ def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
     """Score the sweep's best checkpoint, log it in a nested champion run, register it and set its alias."""
     data, name = sweep.data, mlflow_settings(sweep.space).register_as
     done = registered_already(runs, name, sweep.name)
-    if done is not None:  # `results sync` after an outage that hit this step, or a re-run of it
+    if done is not None and done.alias:  # `results sync` after an outage that hit this step, or a re-run of it
         return done
     state = sweep.best_state()
     config = make_train_config(state["config"], where="best checkpoint")
@@ -86,9 +91,13 @@ def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
     scores = evaluate(model, split, data.num_classes, tta=config.tta, keep_probabilities=True)
     meta = _metadata(sweep, state, config, scores, split_name)
 
-    run_id = runs.child("champion", "champion", params=lambda: {"trial_id": sweep.best.trial_id, **config.model_dump()})
-    log_evaluation(runs, run_id, sweep, scores, split, meta)
-    version = log_model(runs, run_id, predictor, split, meta, name)
+    if done is None:
+        params = lambda: {"trial_id": sweep.best.trial_id, **config.model_dump()}
+        run_id = runs.child("champion", "champion", params=params)
+        log_evaluation(runs, run_id, sweep, scores, split, meta)
+        version = log_model(runs, run_id, predictor, split, meta, name)
+    else:  # registered, never promoted (its promoter was killed in between, or the promotion failed): finish it
+        run_id, version = done.run_id, done.version
     tags = {
         "test_accuracy": f"{scores['accuracy']:.6f}",
         "test_macro_f1": f"{scores['macro_f1']:.6f}",
@@ -111,7 +120,13 @@ def promote_best(sweep: Sweep, runs: SweepRuns) -> Registration:
         significant = paired_review(runs, sweep, name, rival[0], ours, split, tags)
         return significant or sweep.space.promote != "significant"
 
-    alias, rival = promote(runs.client, name, version, scores["accuracy"], champion, review)
+    try:
+        alias, rival = promote(runs.client, name, version, scores["accuracy"], champion, review)
+    except PromotionError as err:
+        raise PromotionError(
+            f"{err}; {name} version {version} stays registered without an alias: "
+            f"`fer-tune results sync {sweep.name}` finishes its promotion"
+        ) from None
     for key in ("paired_test", "promote_rule"):
         if key in tags:
             runs.client.set_model_version_tag(name, version, key, tags[key])
@@ -129,16 +144,28 @@ def _comparison(alias: str, accuracy: float, rival: tuple[str, float] | None) ->
 
 
 def registered_already(runs: SweepRuns, name: str, sweep: str) -> Registration | None:
-    """The version this sweep registered before, if any (finding it by its `sweep` tag keeps this step idempotent)."""
+    """The version this sweep registered before, if any (finding it by its `sweep` tag keeps this step idempotent).
+
+    Its `alias` is "" where it was registered but never promoted (no alias, no `promotion` tag): its
+    promoter was killed in between, and promote_best finishes the promotion. A store error propagates
+    (the tracker keeps the step pending), never "not registered yet", which would register it twice.
+    """
     try:
         versions = runs.client.search_model_versions(f"name = '{name}' and tags.sweep = '{sweep}'")
-    except MlflowException:  # no such registered model yet
-        return None
+    except MlflowException as err:
+        if err.error_code in ABSENT:  # no such registered model yet
+            return None
+        raise
     if not versions:
         return None
     version = versions[0]
     metrics = runs.client.get_run(version.run_id).data.metrics
-    alias = CHAMPION if CHAMPION in version.aliases else CHALLENGER
+    if CHAMPION in version.aliases:
+        alias = CHAMPION
+    elif version.aliases or "promotion" in version.tags:  # challenger now, or once and displaced since
+        alias = CHALLENGER
+    else:
+        alias = ""
     split = version.tags.get("eval_split", "test")
     return Registration(name, str(version.version), alias, metrics.get("test_accuracy", float("nan")), split,
                         version.run_id, None)  # fmt: skip
@@ -187,15 +214,23 @@ def log_model(runs: SweepRuns, run_id: str, predictor: Predictor, split: Split, 
 
 
 def current_champion(runs: SweepRuns, name: str, data, split_name: str, split: Split) -> tuple[str, float] | None:
-    """(version, accuracy on this data) of `name`@champion, or None where there is none yet."""
+    """(version, accuracy on this data) of `name`@champion, or None where there is none yet.
+
+    "None yet" is MLflow saying so (no such model, no such alias); any other error is the store's: it is
+    retried CHAMPION_READ_TRIES times with backoff, then a PromotionError, never "no champion", which
+    would let any model take the alias.
+    """
     try:
-        current = runs.client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no such model, or no champion alias yet
-        return None
+        current = _store_read(name, lambda: runs.client.get_model_version_by_alias(name, CHAMPION))
+    except MlflowException as err:  # RESOURCE_DOES_NOT_EXIST: no such model; INVALID_PARAMETER_VALUE: no such alias
+        if err.error_code in (*ABSENT, "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     tags = current.tags
     if tags.get("data_fingerprint") == data.fingerprint() and tags.get("eval_split") == split_name:
         # the metric, not the tag: the tag is rounded for display, and a rounded rival lets a tie win
-        return str(current.version), runs.client.get_run(current.run_id).data.metrics["test_accuracy"]
+        metrics = _store_read(name, lambda: runs.client.get_run(current.run_id).data.metrics)
+        return str(current.version), metrics["test_accuracy"]
     # Measured on other data: score it on ours. Compared by class name, so its class list may differ.
     with tempfile.TemporaryDirectory() as folder:
         local = download_model(f"models:/{name}/{current.version}", runs.uri, folder)
@@ -204,6 +239,26 @@ def current_champion(runs: SweepRuns, name: str, data, split_name: str, split: S
     images = split.images.unsqueeze(1).float().numpy()  # the registered input: float pixel values 0..255
     predicted = classes[np.asarray(champion.predict(images)).argmax(1)]
     return str(current.version), float((predicted == np.array(data.classes)[split.labels.numpy()]).mean())
+
+
+def _store_read(name: str, request):
+    """A read of `name`'s champion, retried with backoff on store errors; an answer that something does not
+    exist (RESOURCE_DOES_NOT_EXIST, INVALID_PARAMETER_VALUE) is raised at once for the caller to decide."""
+    for attempt in range(CHAMPION_READ_TRIES):
+        try:
+            return request()
+        except MlflowException as err:
+            if err.error_code in (*ABSENT, "INVALID_PARAMETER_VALUE"):
+                raise
+            failure = err
+        except OSError as err:
+            failure = err
+        if attempt + 1 < CHAMPION_READ_TRIES:
+            time.sleep(CHAMPION_READ_BACKOFF_S * 2**attempt)
+    reason = (getattr(failure, "message", None) or str(failure) or type(failure).__name__).strip().splitlines()[0]
+    raise PromotionError(
+        redact(f"registered model {name}: could not read its champion after {CHAMPION_READ_TRIES} tries: {reason}")
+    )
 
 
 def torchscript(predictor: Predictor) -> torch.jit.ScriptModule:
