@@ -41,7 +41,7 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_mlflow_record(ray
     uri = f"http://fer:{SECRET}@127.0.0.1:{port}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the space's own URI is the one used
     (workdir / "secret.yaml").write_text(
-        "name: secret\nsearch: {algorithm: grid}\npruner: {name: none}\n"
+        "name: secret\ntrainable: curve\nsearch: {algorithm: grid}\npruner: {name: none}\n"
         "budget: {num_samples: 1, max_epochs: 1, max_concurrent: 1}\n"
         f"mlflow: {{tracking_uri: '{uri}', experiment: fer-secret, register_as: fer-secret}}\n"
         "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"

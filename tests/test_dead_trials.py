@@ -123,21 +123,23 @@ def skewed_csv(tmp_path_factory):
 @pytest.mark.slow(seconds=50)
 def test_a_dead_trial_stops_at_its_grace_epoch_and_says_why(ray_local, workdir, skewed_csv, capsys):
     """lr 1e-7 learns nothing (at or below 0.4286 after 2 epochs): stopped at epoch 2 with the reason on the
-    console, in trials.csv and as an MLflow tag. lr 3e-3 is below chance after epoch 1 and well above it
-    after 2: a slow learner, not stopped. No pruner: the rule holds on its own."""
+    console, in trials.csv and as an MLflow tag. lr 3.6e-6 (with dropout 0.9, weight decay 0.1, seed 66) is
+    below chance after epoch 1 and above it after 2: a slow learner, not stopped. No pruner: the rule holds on
+    its own. The trials are `trainable: curve` (trainables/curve.py): deterministic curves of the config."""
     from mlflow import MlflowClient
 
     from fer_tune.cli.sweep import run_space
 
+    slow_learner = "  dropout: 0.9\n  weight_decay: 0.1\n  seed: 66\n"  # its epoch-1 dip is below chance
     space = space_from(
         workdir,
-        "search: {algorithm: grid}\npruner: {name: none}\ndead_trials: {grace: 2}\n"
+        "trainable: curve\nsearch: {algorithm: grid}\npruner: {name: none}\ndead_trials: {grace: 2}\n"
         "budget: {num_samples: 1, max_epochs: 3, max_concurrent: 2}\n"
-        "space:\n" + FAST + "  lr: {grid: [1.0e-7, 3.0e-3]}\n",
+        "space:\n" + FAST.replace("  dropout: 0.0\n", slow_learner) + "  lr: {grid: [1.0e-7, 3.6e-6]}\n",
     )
     sweep, _ = run_space(space, data_source=str(skewed_csv), storage=workdir / "ray", verbose=0)
     trials = sweep.trials.set_index("lr")
-    dead, learner = trials.loc[1e-7], trials.loc[3e-3]
+    dead, learner = trials.loc[1e-7], trials.loc[3.6e-6]
     assert (dead["status"], dead["epochs_run"]) == ("stopped early", 2)
     assert dead["stop_reason"].startswith("no better than chance: val_accuracy") and "0.4286" in dead["stop_reason"]
     assert (learner["status"], learner["epochs_run"]) == ("completed", 3) and pd.isna(learner["stop_reason"])

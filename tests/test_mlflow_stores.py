@@ -1,14 +1,12 @@
-"""A sweep tracked on an `mlflow server`, a server that goes away mid-sweep, unreachable stores."""
+"""A sweep tracked on an `mlflow server`, a server that goes away mid-sweep, unreachable stores (curve trials)."""
 
-import subprocess
 import sys
-import time
 
 import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow_helpers import free_port, serving, subprocess_env
+from mlflow_helpers import Outage, free_port, serving, subprocess_env
 
 from fer_tune.cli.main import main
 from fer_tune.cli.sweep import run_space
@@ -28,7 +26,8 @@ def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeyp
     port = free_port()
     command = mlflow_server(workdir, port)
     (workdir / "served.yaml").write_text(
-        "name: served\npruner: {name: none}\nbudget: {num_samples: 2, max_epochs: 1, max_concurrent: 2}\n"
+        "name: served\ntrainable: curve\npruner: {name: none}\n"
+        "budget: {num_samples: 2, max_epochs: 1, max_concurrent: 2}\n"
         "mlflow: {register_as: fer-served}\n"
         "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n  lr: {loguniform: [1.0e-3, 3.0e-3]}\n"
     )
@@ -66,34 +65,32 @@ def test_an_unusable_store_is_a_one_line_error(uri, monkeypatch, capsys):
 
 @pytest.mark.integration
 @pytest.mark.slow(seconds=230)
-def test_a_tracking_server_lost_mid_sweep_loses_nothing(workdir, blob_csv):
-    """The server dies after the first epoch is logged: the sweep runs on, results/ gets everything, the
-    records MLflow could not take wait on disk, and `results sync` writes them once it is back."""
+def test_a_tracking_server_lost_mid_sweep_loses_nothing(ray_local, workdir, blob_csv, monkeypatch, capsys):
+    """The server dies after the first epoch is logged (mlflow_helpers.Outage: the driver, `fer-tune run` called
+    here, waits while it stops): the sweep runs on, results/ gets everything, the records MLflow could not take
+    wait on disk, and `results sync` writes them once it is back."""
     port = free_port()
     server = mlflow_server(workdir, port)
     (workdir / "outage.yaml").write_text(
-        "name: outage\nsearch: {algorithm: grid}\npruner: {name: none}\n"
+        "name: outage\ntrainable: curve\nsearch: {algorithm: grid}\npruner: {name: none}\n"
         "budget: {num_samples: 1, max_epochs: 2, max_concurrent: 1}\nresources: {cpu: 1}\n"
         "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
         "  lr: {grid: [3.0e-3, 2.0e-3, 1.0e-3]}\n"
     )
     uri = f"http://127.0.0.1:{port}"
-    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    command = [sys.executable, "-m", "fer_tune.cli", "run", "outage.yaml", "--data", str(blob_csv), "--name", "o1"]
-    with serving(server, "/health", port, cwd=workdir, env=env):
-        driver = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)  # fmt: skip
-        client = MlflowClient(uri)
-        deadline = time.time() + 300
-        while time.time() < deadline and driver.poll() is None:  # wait for the first logged epoch
-            experiment = client.get_experiment_by_name("outage")
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if any(run.data.metrics for run in runs):
-                break
-            time.sleep(0.2)
-    # leaving the block stopped the server, with two trials still to train
-    output = driver.communicate(timeout=600)[0]
-    assert driver.returncode == 0, output[-3000:]
+    env = subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    outage = Outage(server, port, workdir, env, restart=False)
+    outage.patch(monkeypatch)
+    outage.start()
+    try:
+        assert main(["run", "outage.yaml", "--data", str(blob_csv), "--name", "o1"]) == 0
+    finally:
+        outage.stop()
+    output = capsys.readouterr().out
+    assert outage.phase == "down", outage.log
+    after_stop = [kind for kind, _, _ in outage.log[outage.stopped_at + 1 :]]
+    assert after_stop.count("trial_open") == 2, outage.log  # the server stopped with two trials still to train
     pending_file = workdir / "results" / "o1" / "mlflow-pending.jsonl"
     assert f"MLflow store {uri} unreachable" in output and str(pending_file.relative_to(workdir)) in output
     trials = pd.read_csv(workdir / "results" / "o1" / "trials.csv")
@@ -101,12 +98,9 @@ def test_a_tracking_server_lost_mid_sweep_loses_nothing(workdir, blob_csv):
     assert pending_file.is_file() and len(pending_file.read_text().splitlines()) > 0
 
     with serving(server, "/health", port, cwd=workdir, env=env):  # the same store, back on the same port
-        synced = subprocess.run(
-            [sys.executable, "-m", "fer_tune.cli", "results", "sync", "o1"], cwd=workdir, env=env,
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert synced.returncode == 0, (synced.stdout + synced.stderr)[-3000:]
-        assert "pending records written" in synced.stdout and "registered models:/fer-emotion/" in synced.stdout
+        assert main(["results", "sync", "o1"]) == 0
+        synced = capsys.readouterr()
+        assert "pending records written" in synced.out and "registered models:/fer-emotion/" in synced.out, synced
         assert not pending_file.exists()
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
@@ -121,6 +115,4 @@ def test_a_tracking_server_lost_mid_sweep_loses_nothing(workdir, blob_csv):
         assert parent.info.status == "FINISHED" and "trials.csv" in {
             a.path for a in client.list_artifacts(parent.info.run_id)
         }
-        again = subprocess.run([sys.executable, "-m", "fer_tune.cli", "results", "sync", "o1"], cwd=workdir,
-                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert again.returncode == 0 and "nothing pending" in again.stdout
+        assert main(["results", "sync", "o1"]) == 0 and "nothing pending" in capsys.readouterr().out

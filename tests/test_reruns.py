@@ -1,5 +1,6 @@
 """`select:` re-runs: the space file's section, the seeds, the table, the rule that picks the champion by mean,
-the report's section (no Ray here); and one real sweep, tracked, whose re-runs are nested under its MLflow run."""
+the report's section (no Ray here); and one sweep in Ray (curve trials), tracked, whose re-runs are nested under its
+MLflow run."""
 
 import json
 
@@ -246,9 +247,10 @@ def test_a_rerun_record_makes_a_marked_child_of_the_sweep_run(tmp_path):
     assert "role" not in plain and "run_tags" not in plain  # a search trial's records are as before
 
 
-# ------------------------------------------------------------------------------------ a real sweep
+# ------------------------------------------------------------------------------- a sweep in Ray
 
 REAL = """name: reruns
+trainable: curve
 search: {algorithm: grid}
 pruner: {name: none}
 budget: {num_samples: 1, max_epochs: 1, max_concurrent: 2}
@@ -266,7 +268,7 @@ space:
 @pytest.mark.integration
 @pytest.mark.slow(seconds=140)
 def test_reruns_are_nested_under_the_sweep_and_the_champion_is_the_best_mean(ray_local, workdir, blob_csv, monkeypatch):
-    """2 trials of 1 epoch, then each re-trained with 2 fresh seeds as a second Tune run: every re-run is a
+    """2 curve trials of 1 epoch, then each re-trained with 2 fresh seeds as a second Tune run: every re-run is a
     child of the sweep's MLflow run, marked as a re-run of its trial with its seed, and the registered champion
     is the trial whose re-runs have the best mean, read back from MLflow."""
     from mlflow import MlflowClient

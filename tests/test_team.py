@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow_helpers import free_port, serving, subprocess_env
+from mlflow_helpers import Outage, driver_env, free_port, serving, subprocess_env
 from services import postgres_database
 
 from fer_tune.tracking.promotion import CHALLENGER, CHAMPION, LOCK_SUFFIX, beats
@@ -92,93 +92,82 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's GenAI j
 
 @pytest.mark.integration
 @pytest.mark.slow(seconds=150)
-def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(tmp_path, blob_csv):
-    """A tracked sweep against `mlflow server` on PostgreSQL with served artifacts. The server stops after
-    the first logged epoch and comes back while the sweep still runs: the writer's retry delivers the
-    pending records before the sweep ends. Then the champion is downloaded, predicts and is served from it."""
+def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(ray_local, workdir, blob_csv, monkeypatch, capsys):
+    """A tracked sweep (curve trials) against `mlflow server` on PostgreSQL with served artifacts. The server
+    stops after the first logged epoch and comes back while the sweep still runs (mlflow_helpers.Outage): the writer's
+    retry delivers the pending records with the sweep's next record, before the sweep ends. Then the champion
+    is downloaded, predicts and is served from it."""
     from PIL import Image
+
+    from fer_tune.cli.main import main
+    from fer_tune.cli.sweep import run_space
+    from fer_tune.search.sweep_file import load_space
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    (tmp_path / "team.yaml").write_text(
-        "name: team\nsearch: {algorithm: grid}\npruner: {name: none}\nmlflow: {register_as: fer-team}\n"
-        "budget: {num_samples: 1, max_epochs: 2, max_concurrent: 1}\nresources: {cpu: 1}\n"
-        "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
+    (workdir / "team.yaml").write_text(
+        "name: team\ntrainable: curve\nsearch: {algorithm: grid}\npruner: {name: none}\n"
+        "mlflow: {register_as: fer-team}\nbudget: {num_samples: 1, max_epochs: 2, max_concurrent: 1}\n"
+        "resources: {cpu: 1}\nspace:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
         "  lr: {grid: [3.0e-3, 2.0e-3, 1.0e-3, 5.0e-4]}\n"
     )
-    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", **SERVER_ENV)
-    sweep = [sys.executable, "-m", "fer_tune.cli", "run", "team.yaml", "--data", str(blob_csv), "--name", "t1"]
-    pending = tmp_path / "results" / "t1" / "mlflow-pending.jsonl"
+    env = subprocess_env(MLFLOW_TRACKING_URI=uri, **SERVER_ENV)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    pending = workdir / "results" / "t1" / "mlflow-pending.jsonl"
     with postgres_database() as store:
-        server = postgres_server(store, tmp_path, port)
-        with serving(server, "/health", port, cwd=tmp_path, env=env, timeout=START_S):
-            driver = subprocess.Popen(sweep, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True)  # fmt: skip
-            wait_until(lambda: any(run.data.metrics for run in team_runs(uri)), driver, "a first logged epoch")
-        wait_until(pending.is_file, driver, "records kept while the server is down")
-        with serving(server, "/health", port, cwd=tmp_path, env=env, timeout=START_S):  # the same store, the same port
-            wait_until(lambda: not pending.exists(), driver, "the pending records delivered by the writer's retry")
-            output = driver.communicate(timeout=1200)[0]
-            assert driver.returncode == 0, output[-3000:]
-            assert "unreachable" not in output.split("leaderboard")[-1]  # nothing left pending at the end
+        outage = Outage(postgres_server(store, workdir, port), port, workdir, env, restart=True, timeout=START_S)
+        outage.patch(monkeypatch)
+        outage.start()
+        try:
+            _, tracking = run_space(load_space("team.yaml"), data_source=str(blob_csv), name="t1",
+                                    storage=workdir / "ray")  # fmt: skip
+            assert outage.phase == "back", outage.log
+            kept = [i for i, (_, before, after) in enumerate(outage.log) if after and not before]
+            delivered = [i for i, (_, before, after) in enumerate(outage.log) if before and not after]
+            assert kept and delivered and kept[0] < delivered[0], outage.log  # kept on disk, then delivered
+            kind = outage.log[delivered[0]][0]
+            assert kind in ("metrics", "trial_end", "trial_open"), outage.log  # by a trial's record: mid-sweep
+            assert any(k == "trial_open" for k, _, _ in outage.log[delivered[0] + 1 :]), outage.log  # trials to go
+            assert not pending.exists() and tracking.pending == 0, tracking.message
 
             client = MlflowClient(uri)
             runs = team_runs(uri)
-            trials = pd.read_csv(tmp_path / "results" / "t1" / "trials.csv")
+            trials = pd.read_csv(workdir / "results" / "t1" / "trials.csv")
             [parent] = [r for r in runs if r.data.tags["fer_tune.role"] == "sweep"]
             children = [r for r in runs if r.data.tags["fer_tune.role"] == "trial"]
             assert sorted(r.data.tags["ray.trial_id"] for r in children) == sorted(trials["trial_id"])
+            assert len(children) == 4 and parent.info.status == "FINISHED"
             for run in children:
                 assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
                 assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
             champion = client.get_model_version_by_alias("fer-team", "champion")
-            assert champion.tags["sweep"] == "t1"
+            assert champion.tags["sweep"] == "t1" and str(champion.version) == tracking.registration.version
 
-            cli_env = {**env, "PYTHONPATH": str(HERE.parent)}
-            deploy = tmp_path / "deploy"
-            fer_tune(["models", "download", "models:/fer-team@champion", "--to", str(deploy)], tmp_path, cli_env)
+            deploy = workdir / "deploy"
+            assert main(["models", "download", "models:/fer-team@champion", "--to", str(deploy)]) == 0
             assert list(deploy.rglob("MLmodel"))
-            Image.fromarray(np.full((60, 60), 128, np.uint8)).save(tmp_path / "face.png")
-            out = fer_tune(["predict", "--model", "models:/fer-team@champion", str(tmp_path / "face.png")], tmp_path,
-                           cli_env)  # fmt: skip
-            assert "face.png" in out
+            Image.fromarray(np.full((60, 60), 128, np.uint8)).save(workdir / "face.png")
+            capsys.readouterr()
+            assert main(["predict", "--model", "models:/fer-team@champion", str(workdir / "face.png")]) == 0
+            assert capsys.readouterr().out.startswith(f"{workdir / 'face.png'}: ")
+            cli_env = {**env, "PYTHONPATH": str(HERE.parent)}
             serve_port = free_port()
             serve = [sys.executable, "-m", "fer_tune.cli", "serve", "--model", "models:/fer-team@champion"]
             with serving(
-                serve + ["--port", str(serve_port)], "/api/model", serve_port, cwd=tmp_path, env=cli_env
+                serve + ["--port", str(serve_port)], "/api/model", serve_port, cwd=workdir, env=cli_env
             ) as web:
                 with urllib.request.urlopen(f"{web}/api/model", timeout=30) as response:
                     info = json.load(response)
             assert (info["name"], str(info["version"])) == ("fer-team", str(champion.version))
-    assert list((tmp_path / "artifacts").rglob("model.pt2"))  # artifacts went through the server's proxy
+        finally:
+            outage.stop()
+    assert list((workdir / "artifacts").rglob("model.pt2"))  # artifacts went through the server's proxy
 
 
 def team_runs(uri: str):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("team")
     return client.search_runs([experiment.experiment_id]) if experiment else []
-
-
-def wait_until(condition, driver: subprocess.Popen, what: str, timeout: float = 900) -> None:
-    """Poll `condition` while the sweep `driver` runs; fail naming `what` if the sweep ends first or time runs out."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if condition():
-                return
-        except Exception:  # the server is starting or stopping
-            pass
-        if driver.poll() is not None:
-            pytest.fail(f"the sweep ended before {what}:\n{driver.communicate()[0][-3000:]}")
-        time.sleep(0.3)
-    pytest.fail(f"no {what} within {timeout} s")
-
-
-def fer_tune(argv: list[str], cwd: Path, env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "fer_tune.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return done.stdout
 
 
 # README "Team setup", run word for word; only these names are replaced by throwaway ones.
@@ -226,8 +215,13 @@ def test_readme_team_setup_word_for_word(tmp_path):
     database_steps, clients = [c for c in commands[:server] if c != install], commands[server + 1 :]
 
     (tmp_path / "search_spaces").mkdir()
-    shutil.copy(HERE.parent / "search_spaces" / "quick.yaml", tmp_path / "search_spaces")
-    env = {k: v for k, v in subprocess_env(PYTHONPATH=str(HERE.parent), **SERVER_ENV).items() if k != "RAY_ADDRESS"}
+    # The README's commands run word for word; the space they name is quick.yaml with curve trials instead of
+    # CNN training (what this test checks is the server, the store and the registry, not the training).
+    quick = (HERE.parent / "search_spaces" / "quick.yaml").read_text()
+    assert "\ntrainable:" not in quick
+    (tmp_path / "search_spaces" / "quick.yaml").write_text(quick.rstrip("\n") + "\ntrainable: curve\n")
+    # `fer-tune run` joins the test run's Ray (tests/ray_cluster.py) rather than starting one of its own
+    env = driver_env(PYTHONPATH=str(HERE.parent), **SERVER_ENV)
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
         for command in database_steps:
@@ -285,9 +279,10 @@ def test_two_sweeps_at_once_into_one_server_and_one_model(tmp_path, blob_csv):
     (the better, or on a tie the version registered first) and the other version as challenger."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    env = subprocess_env(MLFLOW_TRACKING_URI=uri, RAY_ADDRESS="local", **SERVER_ENV)
+    env = driver_env(MLFLOW_TRACKING_URI=uri, **SERVER_ENV)  # both drivers join the test run's Ray
     (tmp_path / "pair.yaml").write_text(
-        "name: pair\nsearch: {algorithm: grid}\npruner: {name: none}\nmlflow: {register_as: fer-pair}\n"
+        "name: pair\ntrainable: curve\nsearch: {algorithm: grid}\npruner: {name: none}\n"
+        "mlflow: {register_as: fer-pair}\n"
         "budget: {num_samples: 1, max_epochs: 1, max_concurrent: 1}\nresources: {cpu: 1}\n"
         "space:\n  model: basic\n  batch_size: 16\n  augmentation: none\n  lr: {grid: [3.0e-3, 1.0e-3]}\n"
     )

@@ -1,9 +1,10 @@
 """A real sweep tracked in a real MLflow store (SQLite default), and its registered model in use.
 
-One small sweep (module fixture) is shared: 3 trials of 3 epochs under ASHA on the blob data.
-The random searcher's seed 209 draws, in order: lr 3e-3 (learns the blobs), freeze_depth 1
-(a basic model cannot be built with it: the trial really fails), lr 1e-5 (learns nothing; it
-reaches epoch 1 after the first trial did, so ASHA stops it there).
+One small sweep (module fixture) is shared: the suite's one tracked sweep that trains real CNNs and whose
+registered champion is then downloaded, predicts and is served. 3 trials of up to 3 epochs under ASHA on
+the blob data (see SPACE): lr 3e-3 learns the blobs, lr 1e-5 is stopped at the first rung, lr 1e8 diverges.
+The sweeps the promotion tests add run curve trials (trainables/curve.py): their checkpoint is an untrained
+model, which cannot beat the trained champion.
 """
 
 import dataclasses
@@ -298,8 +299,9 @@ def store_copy(tracked, tmp_path, monkeypatch):
 
 @pytest.mark.slow(seconds=30)
 def test_worse_sweep_is_registered_as_challenger(tracked, store_copy, blob_csv):
-    """A 1-epoch lr 1e-5 model cannot beat the champion: it becomes the challenger, and says why."""
-    worse = SPACE.replace("name: tracked", "name: worse").replace("max_epochs: 3", "max_epochs: 1")
+    """A curve trial's checkpoint (an untrained model) cannot beat the champion: it becomes the challenger, and
+    says why."""
+    worse = SPACE.replace("name: tracked", "name: worse\ntrainable: curve").replace("max_epochs: 3", "max_epochs: 1")
     worse = worse.replace("{grid: [3.0e-3, 1.0e-5, 1.0e8]}", "1.0e-5").replace("algorithm: grid", "algorithm: random")
     (tracked.folder / "worse.yaml").write_text(worse)
     space = load_space(tracked.folder / "worse.yaml")
@@ -318,14 +320,14 @@ def test_worse_sweep_is_registered_as_challenger(tracked, store_copy, blob_csv):
 
 @pytest.mark.slow(seconds=30)
 def test_a_better_sweep_takes_the_champion_alias(tracked, workdir, blob_csv, monkeypatch):
-    """In a store whose champion is a 1-epoch lr 1e-5 model, the tracked sweep's best (lr 3e-3) beats it:
-    the new version takes `champion`, the old one keeps its number without the alias."""
+    """In a store whose champion is a curve trial's checkpoint (an untrained model), the tracked sweep's best
+    (lr 3e-3, trained) beats it: the new version takes `champion`, the old one keeps its number without the alias."""
     from fer_tune.tracking.champion import promote_best
     from fer_tune.tracking.runs import SweepRuns
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    weak = SPACE.replace("name: tracked", "name: weak").replace("max_epochs: 3", "max_epochs: 1")
+    weak = SPACE.replace("name: tracked", "name: weak\ntrainable: curve").replace("max_epochs: 3", "max_epochs: 1")
     weak = weak.replace("{grid: [3.0e-3, 1.0e-5, 1.0e8]}", "1.0e-5").replace("algorithm: grid", "algorithm: random")
     (workdir / "weak.yaml").write_text(weak)
     _, tracking = run_space(load_space("weak.yaml"), data_source=str(blob_csv), storage=workdir / "ray", verbose=0)

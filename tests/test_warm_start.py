@@ -147,18 +147,23 @@ def test_an_unknown_sweep_names_the_known_ones(tmp_path, earlier):
 
 
 # ---------------------------------------------------------------------------------- real sweeps
+# Real Ray, Optuna, ASHA and MLflow; the trials are `trainable: curve` (trainables/curve.py): each epoch's
+# metrics come from a deterministic curve of the configuration, not from training a CNN.
 
 FAST = "  model: basic\n  batch_size: 16\n  augmentation: none\n"
 V1 = FAST + "  lr: {loguniform: [1.0e-4, 1.0e-2]}\n  dropout: {choice: [0.0, 0.25]}\n"
 V2 = FAST + "  lr: {loguniform: [5.0e-4, 1.0e-2]}\n"  # lr narrowed, dropout removed
 
 
-def sweep_yaml(folder: Path, name: str, body: str, samples: int, top_k: int = 2) -> Path:
+def sweep_yaml(
+    folder: Path, name: str, body: str, samples: int, top_k: int = 2, epochs: int = 1, curve: str = "{}"
+) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(
-        f"name: {name}\nsearch: {{algorithm: optuna, seed: 3}}\npruner: {{name: none}}\n"
+        f"name: {name}\ntrainable: curve\ncurve: {curve}\n"
+        f"search: {{algorithm: optuna, seed: 3}}\npruner: {{name: none}}\n"
         f"dead_trials: {{enabled: false}}\nwarm_start: {{top_k: {top_k}}}\n"
-        f"budget: {{num_samples: {samples}, max_epochs: 1, max_concurrent: 1}}\nspace:\n{body}"
+        f"budget: {{num_samples: {samples}, max_epochs: {epochs}, max_concurrent: 1}}\nspace:\n{body}"
     )
     return path
 
@@ -168,8 +173,8 @@ def trials_in_order(workdir: Path, name: str, storage: Path) -> pd.DataFrame:
     trials = pd.read_csv(workdir / "results" / name / "trials.csv")
 
     def started(trial_id: str) -> float:
-        first = (storage / name / f"train_fer_cnn_{trial_id}" / "result.json").read_text().splitlines()[0]
-        return json.loads(first)["timestamp"]
+        [trial_dir] = (storage / name).glob(f"train_*_{trial_id}")
+        return json.loads((trial_dir / "result.json").read_text().splitlines()[0])["timestamp"]
 
     return trials.assign(started=trials["trial_id"].map(started)).sort_values("started").reset_index(drop=True)
 
@@ -216,7 +221,7 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
     assert main(["run", str(v3), "--name", "w2", "--warm-start", "w1", *common]) == 0
     assert "warm start from w1: 3 of 3 earlier trials used" in capsys.readouterr().out
     moved = pd.read_csv(workdir / "w1-moved" / "trials.csv")
-    best_of_w1 = moved[moved["best_val_accuracy"] == moved["best_val_accuracy"].max()]["lr"]  # ties on 70 images
+    best_of_w1 = moved[moved["best_val_accuracy"] == moved["best_val_accuracy"].max()]["lr"]  # ties, if any
     first = trials_in_order(workdir, "w2", workdir / "ray")["lr"][0]
     assert any(first == pytest.approx(lr) for lr in best_of_w1), (first, list(best_of_w1))
 
@@ -225,23 +230,27 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
 @pytest.mark.slow(seconds=90)
 def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     """SIGKILL a warm-started sweep once its first trial has reported, --resume it: the study it ends with
-    holds each earlier trial once, and every trial of the sweep ran once."""
+    holds each earlier trial once, and every trial of the sweep ran once. The cut is placed: trials hold
+    before epoch 2 until `go` exists, which it does from the resume on."""
     import pickle
     import sys
 
     old = space_from(workdir, "old", OLD_SPACE)
     write_earlier(workdir / "results", "old-1", old, EARLIER)  # its data fingerprint is made up: --any-data
-    sweep_yaml(workdir, "resumed", V2, samples=4)
+    gate = workdir / "go"
+    sweep_yaml(workdir, "resumed", V2, samples=4, epochs=2, curve=f"{{hold: {{epoch: 2, until: {gate}}}}}")
     base = [sys.executable, "-m", "fer_tune.cli", "run", "resumed.yaml", "--data", str(blob_csv), "--no-track"]
     base += ["--name", "cut", "--warm-start", "old-1", "--any-data"]
     experiment = workdir / "results" / "ray" / "cut"
-    kill_when(base, workdir, lambda: any(epochs_reported(d) for d in trial_dirs(experiment)))
+    kill_when(base, workdir, lambda: [epochs_reported(d) for d in trial_dirs(experiment)] == [[1]], timeout=600)
     assert not (workdir / "results" / "cut" / "trials.csv").exists()
 
+    gate.touch()
     resumed = run_cli(base + ["--resume"], workdir, timeout=900)
     assert "not seeding again" in resumed.stdout
     trials = trials_in_order(workdir, "cut", workdir / "results" / "ray")
     assert len(trials) == 4 and trials["lr"][0] == pytest.approx(1e-3)  # t1, the earlier best in range
+    assert [epochs_reported(d)[-1] for d in trial_dirs(experiment)] == [2] * 4  # the cut one ran to its end too
     state = max(experiment.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
     saved = pickle.loads(state.read_bytes())
     study = saved["_ot_study"] if isinstance(saved, dict) and "_ot_study" in saved else saved["searcher"]._ot_study
@@ -252,3 +261,49 @@ def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     new = [t.params.get("lr", t.system_attrs.get("fixed_params", {}).get("lr")) for t in study.trials
            if EARLIER_ATTR not in t.user_attrs]  # fmt: skip
     assert 1 <= len(new) <= 4 and len(set(new)) == len(new), new
+
+
+SEEDING = [  # an earlier sweep's two trials, each 4 epochs: what ASHA's rungs are seeded with
+    {"id": "s1", "params": {"lr": 1e-3}, "curve": [0.60, 0.75, 0.85, 0.90]},
+    {"id": "s2", "params": {"lr": 2e-3}, "curve": [0.55, 0.70, 0.80, 0.85]},
+]
+
+
+@pytest.mark.integration
+@pytest.mark.slow(seconds=60)
+def test_earlier_curves_seed_ashas_rungs_and_stop_the_first_new_trial(ray_local, workdir, blob_csv, capsys):
+    """Warm-started from an earlier sweep's curves, ASHA's rungs hold them before any trial runs: the new
+    sweep's first (and only) trial is judged against them at its first rung. It is the earlier best lr
+    proposed again, now with dropout 0.9 (new to the space), and its epoch-1 val_accuracy (0.45) is below
+    both earlier curves' (0.60, 0.55): stopped at epoch 1. Unseeded, ASHA never stops its first trial (an
+    empty rung has no cutoff: test_dead_trials.py's plain ASHA); it would run all 4 epochs."""
+    import pickle
+
+    from fer_tune.cli.main import main
+
+    old = space_from(workdir, "old", "\n  model: basic\n  lr: {choice: [1.0e-3, 2.0e-3]}\n")
+    write_earlier(workdir / "results", "e1", old, SEEDING)  # its data fingerprint is made up: --any-data
+    space = sweep_yaml(workdir, "seeded", FAST + "  lr: {choice: [1.0e-3, 2.0e-3]}\n  dropout: 0.9\n", samples=1)
+    space.write_text(
+        space.read_text()
+        .replace("pruner: {name: none}", "pruner: {name: asha, grace_period: 1, reduction_factor: 2}")
+        .replace("max_epochs: 1", "max_epochs: 4")
+    )
+    argv = ["run", str(space), "--name", "w1", "--warm-start", "e1", "--any-data", "--no-track"]
+    assert main([*argv, "--data", str(blob_csv), "--storage", str(workdir / "ray")]) == 0
+    out = capsys.readouterr().out
+    assert "warm start from e1: 2 of 2 earlier trials used" in out
+    [trial] = pd.read_csv(workdir / "results" / "w1" / "trials.csv").to_dict("records")
+    assert trial["lr"] == pytest.approx(1e-3) and trial["dropout"] == 0.9  # s1's lr, proposed first
+    assert (trial["status"], trial["epochs_run"]) == ("stopped early", 1), trial
+    assert pd.isna(trial["stop_reason"])  # by ASHA's rung, not by the dead-trial rule: it is well above chance
+    assert 0.3 < trial["best_val_accuracy"] < 0.55
+    assert f"trial {trial['trial_id']} stopped early at epoch 1 of 4" in out
+
+    # the rungs it was judged at: the earlier curves at ASHA's milestones (1, 2, 4), beside its own result
+    state = pickle.loads((workdir / "ray" / "w1" / "pruner_state.pkl").read_bytes())
+    rungs = {int(milestone): dict(recorded) for milestone, recorded in state["_brackets"][0]._rungs}
+    for milestone in (1, 2, 4):
+        seeded = {key: value for key, value in rungs[milestone].items() if key.startswith("earlier:")}
+        assert seeded == pytest.approx({f"earlier:e1/{row['id']}": row["curve"][milestone - 1] for row in SEEDING})
+    assert rungs[1][trial["trial_id"]] == pytest.approx(trial["best_val_accuracy"])
