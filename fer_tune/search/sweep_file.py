@@ -90,9 +90,16 @@ class DataConfig(Strict):
 class SearchConfig(Strict):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
     sampler: Literal["tpe", "nsga2"] = "tpe"  # algorithm optuna's sampler: TPE, or NSGA-II (for several objectives)
-    seed: int | None = 0
+    seed: int | None = Field(0, ge=0, le=MAX_SEED)  # numpy's and Optuna's seeds are 32-bit unsigned
     # TPE's random trials before it models the results; None: fer_tune.search.searchers.startup_trials
     startup_trials: int | None = Field(None, ge=1, le=MAX_SAMPLES)
+
+    @model_validator(mode="after")
+    def _optuna_only(self) -> SearchConfig:
+        given = sorted({"sampler", "startup_trials"} & self.model_fields_set)
+        if self.algorithm != "optuna" and given:
+            raise ValueError(f"{given[0]}: applies to algorithm: optuna only, not {self.algorithm}; remove it")
+        return self
 
 
 class PrunerConfig(Strict):
@@ -104,6 +111,23 @@ class PrunerConfig(Strict):
     # asha, opt-in: a rung holding fewer results than this continues a trial only if it is above chance
     # (dead_trials' floor), even inside dead_trials.grace; 0 (default): Ray's ASHA (README "Dead trials")
     min_rung_results: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _used_by_this_pruner(self) -> PrunerConfig:
+        unused = sorted(self.model_fields_set - USED_BY_PRUNER[self.name])
+        if unused:
+            takes = ", ".join(sorted(USED_BY_PRUNER[self.name] - {"name"})) or "no setting"
+            raise ValueError(f"{unused[0]}: pruner {self.name} does not use it (it takes {takes}); remove it")
+        return self
+
+
+# The PrunerConfig fields each pruner reads (fer_tune.search.pruners.build_pruner)
+USED_BY_PRUNER = {
+    "asha": {"name", "grace_period", "reduction_factor", "min_rung_results"},
+    "hyperband": {"name", "reduction_factor"},
+    "median": {"name", "grace_period"},
+    "none": {"name"},
+}
 
 
 class DeadTrialsConfig(Strict):
