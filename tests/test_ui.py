@@ -75,3 +75,43 @@ def test_ui_shows_the_experiment_and_its_nested_runs(ray_local, workdir, blob_cs
         for trial in trials:
             assert trial.info.run_name in page
         assert len(sweep.trials) == 2
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> str:
+    """An MLflow SQLite store with no runs (the UI needs a store that exists)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # creates the database
+    return uri
+
+
+def test_ui_on_a_taken_port_is_one_line_and_a_failure(workdir, empty_store, monkeypatch, capsys):
+    """The port is checked before MLflow's server replaces this process: not its log lines and an exit 0."""
+    import socket
+
+    from fer_tune.cli.main import main
+
+    monkeypatch.setattr("os.execv", lambda *argv: pytest.fail(f"the server was started: {argv}"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["ui", "--port", str(port), "--tracking-uri", empty_store]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err, err
+
+
+@pytest.mark.parametrize("host, shown", [("::1", "[::1]"), ("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1")])
+def test_ui_prints_a_url_a_browser_opens(workdir, empty_store, monkeypatch, capsys, host, shown):
+    """An IPv6 host is printed in brackets (http://[::1]:PORT/), and all interfaces as this machine's address;
+    os.execv, which would hand this process to MLflow's server, is replaced by a record of the command."""
+    from fer_tune.cli.main import main
+
+    port = free_port()
+    started = []
+    monkeypatch.setattr("os.execv", lambda *argv: started.append(argv[1]))
+    main(["ui", "--host", host, "--port", str(port), "--tracking-uri", empty_store])
+    out = capsys.readouterr().out
+    assert f" on http://{shown}:{port} (Ctrl+C stops it)" in out, out
+    [command] = started
+    assert command[command.index("--host") + 1] == host

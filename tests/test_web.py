@@ -461,9 +461,9 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_held_back():
     answer waited 40 ms for the client's delayed ACK (Nagle's algorithm)."""
     import socket
 
-    from fer_tune.cli.serve import _bind
+    from fer_tune.cli.serve import listening_socket
 
-    with _bind("127.0.0.1", 0) as sock:
+    with listening_socket("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
 
 

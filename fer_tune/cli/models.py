@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from fer_tune.cli.paths import given, given_path
-from fer_tune.cli.serve import port_number
+from fer_tune.cli.serve import listening_socket, port_number, url_host
 from fer_tune.errors import FerTuneError
 from fer_tune.uris import redact
 
@@ -105,7 +105,9 @@ def cmd_ui(args) -> int:
     # MLflow's server also forks a job runner for GenAI features (LLM judges); it halves the
     # startup time on a small machine to leave it out, and training runs never use it.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    base = f"http://{args.host}:{args.port}"
+    # A busy port or an unknown interface is one line here, not the server's log lines and an exit 0
+    listening_socket(args.host, args.port).close()
+    base = f"http://{url_host(args.host)}:{args.port}"
     print(f"MLflow UI for {redact(uri)} on {base} (Ctrl+C stops it)", flush=True)
     for line in _ui_links(uri, base):
         print(line, flush=True)

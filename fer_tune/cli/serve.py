@@ -75,13 +75,14 @@ def cmd_serve(args) -> int:
     from fer_tune.serving.web import create_app, one_thread_per_picture
 
     one_thread_per_picture()
-    sock = _bind(args.host, args.port)  # ours, so a busy port fails at once in one line rather than in uvicorn's log
+    # ours, so a busy port fails at once in one line rather than in uvicorn's log
+    sock = listening_socket(args.host, args.port)
     try:
         app = create_app(args.model, args.tracking_uri, max_upload_bytes=int(args.max_upload_mb * 2**20))
     except BaseException:
         sock.close()
         raise
-    url = f"http://{_shown_host(args.host)}:{sock.getsockname()[1]}"
+    url = f"http://{url_host(args.host)}:{sock.getsockname()[1]}"
     # The API's schema, not /docs: Swagger UI loads from a CDN, so fer-tune serves no docs page (serving/web.py)
     print(f"fer-tune: serving {args.model} on {url} (API schema: {url}/openapi.json; Ctrl+C stops it)", flush=True)
     if args.host not in LOOPBACK:
@@ -91,7 +92,7 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
     """A listening socket on host:port, or a one-line FerTuneError (port in use, no such interface)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -111,7 +112,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _shown_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """The host as a browser opens it in a URL: IPv6 in brackets, all interfaces as this machine."""
     if host in ("0.0.0.0", "::"):
         return "127.0.0.1"  # all interfaces: this machine's own address opens the page here
     return f"[{host}]" if ":" in host else host
