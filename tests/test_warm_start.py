@@ -141,6 +141,16 @@ def test_bad_warm_start_values_are_one_line_errors(text, message):
         parse_sources(text)
 
 
+def test_a_sweep_sharing_no_searched_parameter_is_refused(tmp_path, earlier):
+    """The earlier sweep searched lr, dropout, scheduler, T_0; this one searches width alone: every earlier
+    parameter would be dropped, so "6 of 6 used" would be a claim about nothing."""
+    unrelated = space_from(tmp_path, "widths", "\n  model: basic\n  width: {choice: [0.5, 1.0]}\n")
+    with pytest.raises(FerTuneError, match=r"--warm-start old-1: shares no searched parameter with .*widths.yaml "
+                                           r"\(it searched T_0, dropout, lr, model, scheduler; this space searches "
+                                           r"width\): nothing to start from$"):  # fmt: skip
+        map_trials(unrelated, [earlier])
+
+
 def test_an_unknown_sweep_names_the_known_ones(tmp_path, earlier):
     with pytest.raises(FerTuneError, match=r"--warm-start nope: no finished sweep .*known: old-1"):
         read_results("nope", "val_accuracy", tmp_path / "results")

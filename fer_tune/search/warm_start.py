@@ -189,6 +189,13 @@ def map_trials(space: SpaceFile, sweeps: list[EarlierSweep], any_data: bool = Fa
     """Every earlier trial mapped into `space` (see the module docstring), with what was skipped and why."""
     current = {p.name for p in space.space}
     dropped = sorted({n for s in sweeps for n in s.param_names if n not in current and n != "epochs"})
+    searched = sorted(p.name for p in space.space if p.kind != "fixed")
+    if searched and not set(searched) & {n for s in sweeps for n in s.param_names}:
+        earlier = ", ".join(sorted({n for s in sweeps for n in s.param_names} - {"epochs"})) or "none"
+        raise FerTuneError(
+            f"--warm-start {', '.join(s.name for s in sweeps)}: shares no searched parameter with {space.path} "
+            f"(it searched {earlier}; this space searches {', '.join(searched)}): nothing to start from"
+        )
     seeds, skipped, considered = [], Counter(), 0
     for sweep in sweeps:
         for trial in sweep.trials:
