@@ -53,4 +53,6 @@ def headline(report: dict) -> str:
     rival = report["how_sure"].get("runner_up")
     if rival:
         line += f"; {rival['verdict']}"
+    for note in report.get("left_out", []):  # a damaged predictions or reruns file: its sections, and why
+        line += f"; left out {note['section']}: {note['reason']}"
     return line

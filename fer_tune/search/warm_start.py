@@ -26,6 +26,7 @@ from typing import Any
 
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
+from fer_tune.search.result_files import read_curves_csv
 from fer_tune.search.results import read_sweep_json, read_trials_csv
 from fer_tune.search.sweep_file import SpaceFile
 from fer_tune.search.syntax import Param
@@ -110,7 +111,8 @@ class WarmStart:
 
 
 def read_results(name: str, metric: str, results_dir: Path = RESULTS_DIR) -> EarlierSweep:
-    """An earlier sweep from results/<name>/: sweep.json (space, data), trials.csv, curves.csv."""
+    """An earlier sweep from results/<name>/: sweep.json (space, data), trials.csv, curves.csv (each through
+    its checked reader: a damaged file is one line)."""
     import pandas as pd
 
     folder = results_dir / name
@@ -122,7 +124,7 @@ def read_results(name: str, metric: str, results_dir: Path = RESULTS_DIR) -> Ear
     names = tuple(p["name"] for p in meta["space"].get("space", []))
     trials = read_trials_csv(trials_file, meta["space"]["metric"])
     curves_file = folder / "curves.csv"
-    curves = pd.read_csv(curves_file) if curves_file.is_file() and curves_file.stat().st_size > 1 else pd.DataFrame()
+    curves = read_curves_csv(curves_file) if curves_file.is_file() else pd.DataFrame()
     by_trial = dict(tuple(curves.groupby("trial_id"))) if "trial_id" in curves else {}
     earlier = []
     for row in trials.to_dict("records"):

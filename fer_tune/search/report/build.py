@@ -7,6 +7,10 @@ Reads trials.csv, curves.csv, sweep.json and, when the sweep wrote them, predict
 (fer_tune.search.report.predictions) and reruns.csv (fer_tune.search.reruns). No MLflow, no Ray, no
 data: a report rebuilt from the same folder is byte-identical (seeded bootstrap and forest, PNGs
 without timestamps). Sections: the answer, the re-runs (with `select:`), how sure, what mattered, what it cost.
+
+Every file is read by its checked reader (fer_tune.search.result_files, fer_tune.search.results): a damaged
+trials.csv, curves.csv or sweep.json is one line for the whole report; damaged predictions or re-runs leave
+their sections out, and report.json's `left_out` (and the page, and the command's line) says which and why.
 """
 
 from __future__ import annotations
@@ -21,12 +25,21 @@ import pandas as pd
 from fer_tune.errors import FerTuneError
 from fer_tune.search.report import stats
 from fer_tune.search.report.importance import importances, rung_scores, top_pair, why_unranked
-from fer_tune.search.report.predictions import PREDICTIONS_FILE, PREDICTIONS_META
 from fer_tune.search.report.seed_table import applies, seed_table
 from fer_tune.search.reruns import RERUNS_FILE, champion_of, summarize
+from fer_tune.search.result_files import (
+    check_sweep_for_report,
+    check_trials_for_report,
+    read_curves_csv,
+    read_predictions,
+    read_reruns_csv,
+)
+from fer_tune.search.results import read_sweep_json, read_trials_csv
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 NEEDED = ("trials.csv", "curves.csv", "sweep.json")
+PREDICTIONS_SECTIONS = "the per-image scores and How sure"  # the sections predictions.csv/.json feed
+RERUNS_SECTION = "the re-runs"
 
 
 def write_report(folder: Path) -> dict:
@@ -44,14 +57,15 @@ def build_report(folder: Path) -> dict:
     missing = [name for name in NEEDED if not (folder / name).is_file()]
     if missing:
         raise FerTuneError(f"{folder}: {', '.join(missing)} not found; not a finished fer-tune results folder")
-    meta = json.loads((folder / "sweep.json").read_text())
+    meta = check_sweep_for_report(read_sweep_json(folder / "sweep.json"), folder / "sweep.json")
     space, data = meta["space"], meta["data"]
-    trials = pd.read_csv(folder / "trials.csv")
-    curves = pd.read_csv(folder / "curves.csv") if (folder / "curves.csv").stat().st_size > 1 else pd.DataFrame()
     metric, mode = space["metric"], space["mode"]
+    trials = check_trials_for_report(read_trials_csv(folder / "trials.csv", metric), folder / "trials.csv", metric)
+    curves = read_curves_csv(folder / "curves.csv", metric)
     searched = [p["name"] for p in space["space"] if p["kind"] != "fixed"]
-    predictions = _predictions(folder)
-    selection = reruns(folder, trials, space, metric)
+    left_out: list[dict] = []
+    predictions = _optional(PREDICTIONS_SECTIONS, left_out, lambda: _predictions(folder, trials, data))
+    selection = _optional(RERUNS_SECTION, left_out, lambda: reruns(folder, trials, space, metric)) or {}
     return {
         "sweep": folder.name,
         "space_path": space["path"],
@@ -64,18 +78,34 @@ def build_report(folder: Path) -> dict:
         "what_mattered": what_mattered(trials, curves, searched, metric, mode),
         "cost": cost(trials, curves, space, metric, mode),
         "seed_table": seed_table(trials, metric, mode) if applies(trials) else [],
+        "left_out": left_out,
     }
+
+
+def _optional(section: str, left_out: list[dict], build):
+    """What `build` makes of an optional file; None, with the section and the reason added to `left_out`,
+    where that file is damaged (its reader's one line)."""
+    try:
+        return build()
+    except FerTuneError as err:
+        left_out.append({"section": section, "reason": str(err)})
+        return None
 
 
 def _split_sizes(data: dict) -> dict[str, int]:
     return {split: int(sum(counts.values())) for split, counts in data["splits"].items()}
 
 
-def _predictions(folder: Path) -> dict | None:
-    if not (folder / PREDICTIONS_FILE).is_file():
+def _predictions(folder: Path, trials: pd.DataFrame, data: dict) -> dict | None:
+    """predictions.csv/.json (None where the sweep saved none), of this sweep's classes and trials."""
+    predictions = read_predictions(folder)
+    if predictions is None:
         return None
-    meta = json.loads((folder / PREDICTIONS_META).read_text())
-    return {"meta": meta, "frame": pd.read_csv(folder / PREDICTIONS_FILE)}
+    meta, where = predictions["meta"], folder / "predictions.json"
+    if meta["classes"] != data["classes"]:
+        raise FerTuneError(f"{where}: classes {meta['classes']} are not sweep.json's {data['classes']}")
+    _known_trial(trials, meta["champion"], f"{where}: champion")
+    return predictions
 
 
 def reruns(folder: Path, trials: pd.DataFrame, space: dict, metric: str) -> dict:
@@ -83,7 +113,11 @@ def reruns(folder: Path, trials: pd.DataFrame, space: dict, metric: str) -> dict
     run; the champion (the best mean, fer_tune.search.reruns.champion_of); their cost. {} without re-runs."""
     if not (folder / RERUNS_FILE).is_file():
         return {}
-    table = pd.read_csv(folder / RERUNS_FILE)
+    if not isinstance(space.get("select"), dict) or not {"top_k", "seeds"} <= set(space["select"]):
+        raise FerTuneError(f"{folder / RERUNS_FILE}: the sweep's space (sweep.json) has no select:; a stray file?")
+    table = read_reruns_csv(folder / RERUNS_FILE, metric)
+    for label, trial_id in table["trial_id"].items():
+        _known_trial(trials, trial_id, f"{folder / RERUNS_FILE}: line {label + 2}, column trial_id")
     score = f"best_{metric}"
     summary = summarize(table, trials, metric)
     champion = champion_of(summary, space["mode"])
@@ -104,6 +138,11 @@ def reruns(folder: Path, trials: pd.DataFrame, space: dict, metric: str) -> dict
         "epochs": int(table["epochs_run"].sum()),
         "trainer_seconds": round(float(table["wall_seconds"].fillna(0.0).sum()), 2),
     }
+
+
+def _known_trial(trials: pd.DataFrame, trial_id, where: str) -> None:
+    if not (trials["trial_id"] == trial_id).any():
+        raise FerTuneError(f"{where}: trial {trial_id} is not in trials.csv; expected one of its trial ids")
 
 
 def answer(

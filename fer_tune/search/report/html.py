@@ -12,6 +12,8 @@ import pandas as pd
 from fer_tune.search.outcome import COMPLETED
 from fer_tune.search.report import figures
 from fer_tune.search.reruns import mean_sd
+from fer_tune.search.result_files import read_curves_csv
+from fer_tune.search.results import read_trials_csv
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; max-width: 980px; margin: 2em auto;
@@ -33,6 +35,7 @@ def render(report: dict, folder: Path) -> str:
         f"metric {escape(report['metric'])} ({escape(report['mode'])}) · images: "
         + ", ".join(f"{escape(str(k))} {escape(str(v))}" for k, v in report["data"]["images"].items())
         + "</p>",
+        _left_out(report),
         _seed_table(report),
         _answer(report),
         _reruns(report),
@@ -121,6 +124,13 @@ def _reruns(report: dict) -> str:
     ])  # fmt: skip
 
 
+def _left_out(report: dict) -> str:
+    """The sections a damaged optional file (predictions, re-runs) left out, and why: first, so no reader misses it."""
+    notes = [f"<p class=verdict>Left out: {escape(n['section'])}: {escape(n['reason'])}</p>"
+             for n in report.get("left_out", [])]  # fmt: skip
+    return "\n".join(notes)
+
+
 def _seed_table(report: dict) -> str:
     """Tandon 2020's table shape, first, where the sweep searched its axes (fer_tune.search.report.seed_table)."""
     table = report.get("seed_table")
@@ -206,9 +216,9 @@ def _cost(report: dict) -> str:
 
 def _curves(report: dict, folder: Path) -> str:
     out = ["<h2>Learning curves and the top trials</h2>"]
-    curves = pd.read_csv(folder / "curves.csv") if (folder / "curves.csv").stat().st_size > 1 else pd.DataFrame()
+    curves = read_curves_csv(folder / "curves.csv", report["metric"])
     if len(curves):
-        trials = pd.read_csv(folder / "trials.csv")
+        trials = read_trials_csv(folder / "trials.csv", report["metric"])
         out.append(_img(figures.curves_by_outcome(curves, trials, report["metric"]), "learning curves by outcome"))
     if (folder / "parallel.png").is_file():
         out.append(_img((folder / "parallel.png").read_bytes(), "parallel coordinates of the top trials"))

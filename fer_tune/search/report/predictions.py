@@ -21,8 +21,9 @@ from fer_tune.core.checkpoint import load_checkpoint
 from fer_tune.core.classifier import build_model
 from fer_tune.core.config import make_train_config
 from fer_tune.core.metrics import evaluate
+from fer_tune.errors import FerTuneError
+from fer_tune.search.result_files import PREDICTIONS_FILE, PREDICTIONS_META, read_predictions
 
-PREDICTIONS_FILE, PREDICTIONS_META = "predictions.csv", "predictions.json"
 ROLES = ("champion", "runner_up")
 
 
@@ -80,9 +81,12 @@ def save_predictions(sweep, chosen: list | None = None) -> Path | None:
 
 
 def add_rival(out_dir: Path, predicted, rival: str) -> None:
-    """Add the registry's previous champion's predictions on the eval split (column `previous_champion`)."""
-    frame = pd.read_csv(out_dir / PREDICTIONS_FILE)
-    meta = json.loads((out_dir / PREDICTIONS_META).read_text())
+    """Add the registry's previous champion's predictions on the eval split (column `previous_champion`);
+    predictions.csv/.json read by their checked reader (one line where they are damaged)."""
+    saved = read_predictions(out_dir)
+    if saved is None:
+        raise FerTuneError(f"{out_dir / PREDICTIONS_FILE}: not found; the sweep saved no predictions to add to")
+    frame, meta = saved["frame"], saved["meta"]
     rows = frame["split"] == meta["eval_split"]
     frame["previous_champion"] = pd.NA
     frame.loc[rows, "previous_champion"] = list(predicted)
