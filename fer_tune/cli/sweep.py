@@ -186,7 +186,7 @@ def run_space(
     """
     from fer_tune.cli.warm import load_warm_start, read_sources, source_names
     from fer_tune.constants import RESULTS_DIR
-    from fer_tune.search.plan import prepare_sweep, start_cluster
+    from fer_tune.search.plan import claim_name, prepare_sweep, start_cluster
     from fer_tune.search.sweep import run_sweep
     from fer_tune.tracking.trackers import open_tracking
 
@@ -194,8 +194,11 @@ def run_space(
         check_sweep_name(name, "--name")
     sources = source_names(warm_start) if warm_start is not None else None  # checked as --name is
     tracking = open_tracking(space, track)
-    plan = prepare_sweep(space, name=name, storage=storage, resume=resume, address=address, data_source=data_source)
+    where = dict(storage=storage, resume=resume, address=address, data_source=data_source)
+    plan = prepare_sweep(space, name=name, **where)
     writable_folder(RESULTS_DIR, "results folder")
+    claim_name(plan.name)  # a twin run started at the same moment refuses; checked again now that it is ours:
+    plan = prepare_sweep(space, name=plan.name, **where)
     if "://" not in plan.storage:
         writable_folder(Path(plan.storage), "--storage")
     else:

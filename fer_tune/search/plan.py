@@ -12,9 +12,11 @@ put its own cheap checks (the tracking store) before it.
 
 from __future__ import annotations
 
+import fcntl
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from ray import tune
 
@@ -61,6 +63,30 @@ def prepare_sweep(
         check_new(name, storage)
     done = resume and finished(name)
     return SweepPlan(space, name, storage, resume, address, data_source, finished=done)
+
+
+CLAIMS_DIR = ".claims"  # results/.claims/NAME.lock: held by the process running sweep NAME
+_claimed: dict[str, IO] = {}  # open for this process's life: the lock goes when the process does, killed or not
+
+
+def claim_name(name: str) -> None:
+    """Hold sweep `name` for this process: a second `fer-tune run --name NAME` started at the same moment
+    refuses in one line instead of writing into the same folders (its check of the name came before either
+    wrote anything). A lock (flock), not a file's existence: a killed sweep leaves nothing to clean up."""
+    if name in _claimed:
+        return
+    folder = RESULTS_DIR / CLAIMS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{name}.lock", "a")  # noqa: SIM115 (held open until the process ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FerTuneError(
+            f"--name {name}: another fer-tune is running the sweep of that name right now; wait for it to end, "
+            "or choose another --name"
+        ) from None
+    _claimed[name] = handle
 
 
 def start_cluster(plan: SweepPlan) -> None:
