@@ -36,3 +36,19 @@ def redact(text: str) -> str:
     text = _USERINFO_PASSWORD.sub(rf"\1:{MASK}@", text)
     text = _USERINFO_BARE.sub(f"{MASK}@", text)
     return _QUERY_SECRET.sub(rf"\1{MASK}", text)
+
+
+_USERINFO = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^/@:\s?#]*)(?::(?P<password>\S*))?@(?P<rest>[^@]*)$"
+)
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(the URI without its userinfo, user, password); (uri, None, None) where it has none.
+
+    The userinfo runs to the URI's last @, as in `redact`: a password may hold any printable character.
+    """
+    found = _USERINFO.match(uri.strip())
+    if found is None:
+        return uri, None, None
+    return f"{found['scheme']}://{found['rest']}", found["user"] or None, found["password"]

@@ -36,10 +36,15 @@ def text_artifacts(client: MlflowClient, run_id: str, folder: str | None = None)
 
 
 @pytest.mark.slow(seconds=80)
-def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_mlflow_record(ray_local, workdir, blob_csv, monkeypatch):
+def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_mlflow_record(
+    ray_local, workdir, blob_csv, monkeypatch, capsys
+):
     port = free_port()
     uri = f"http://fer:{SECRET}@127.0.0.1:{port}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the space's own URI is the one used
+    for handed_over in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # restored after the test
+        monkeypatch.setenv(handed_over, "")
+        monkeypatch.delenv(handed_over)
     (workdir / "secret.yaml").write_text(
         "name: secret\ntrainable: curve\nsearch: {algorithm: grid}\npruner: {name: none}\n"
         "budget: {num_samples: 1, max_epochs: 1, max_concurrent: 1}\n"
@@ -51,11 +56,15 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_mlflow_record(ray
         sweep, tracking = run_space(load_space("secret.yaml"), data_source=str(blob_csv), storage=workdir / "ray")
         assert tracking.registration.alias == "champion"  # the whole sweep was tracked, to the registry
 
+        console = capsys.readouterr()
+        assert not leaks(console.out + console.err)  # MLflow's "View run ... at: URI" lines included
         folder = workdir / "results" / sweep.name
-        written = {path.name: path.read_text() for path in folder.iterdir() if path.suffix in (".json", ".csv", ".md")}
-        assert {"sweep.json", "tracking.json", "trials.csv"} <= set(written)
-        assert [name for name, text in written.items() if leaks(text)] == []
-        assert "fer:***@127.0.0.1" in written["sweep.json"]  # the URI is kept, masked
+        assert {"sweep.json", "tracking.json", "trials.csv"} <= {path.name for path in folder.iterdir()}
+        # Every file the sweep left, Ray's own pickles (tuner.pkl, the searcher's state) and MLflow's included
+        every = [path for path in workdir.rglob("*") if path.is_file() and path.name != "secret.yaml"]
+        assert any(path.name == "tuner.pkl" for path in every), "Ray's experiment was not where expected"
+        assert [str(path) for path in every if SECRET.encode() in path.read_bytes()] == []
+        assert "fer:***@127.0.0.1" in (folder / "sweep.json").read_text()  # the space file's URI is kept, masked
 
         client = MlflowClient(base)  # the same server, without credentials
         (workdir / "download").mkdir()
@@ -70,3 +79,30 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_mlflow_record(ray
                 assert not leaks(open(local).read()), path
         version = client.get_model_version("fer-secret", tracking.registration.version)
         assert not leaks(json.dumps(version.tags)) and not leaks(version.source or "")
+
+
+@pytest.mark.parametrize(
+    "uri, kept, env",
+    [
+        ("http://fer:p%40ss/w#?@x@127.0.0.1:5000/p", "http://127.0.0.1:5000/p",
+         {"MLFLOW_TRACKING_USERNAME": "fer", "MLFLOW_TRACKING_PASSWORD": "p@ss/w#?@x"}),
+        ("postgresql+psycopg://fer:pw@db:5432/x?sslmode=require", "postgresql+psycopg://fer@db:5432/x?sslmode=require",
+         {"PGPASSWORD": "pw"}),
+        ("https://TOKEN@host/p", "https://TOKEN@host/p", {}),  # a bare token stays (MLflow's basic auth needs both)
+        ("sqlite:///a@b.db", "sqlite:///a@b.db", {}),
+    ],
+)  # fmt: skip
+def test_a_uris_password_goes_to_the_environment_not_into_the_uri(monkeypatch, uri, kept, env):
+    """What keeps the URI (Ray's pickles, callbacks, MLflow's lines) then keeps no password."""
+    from fer_tune.tracking.store import tracking_uri
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert tracking_uri() == kept
+    import os
+
+    assert {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD")
+            if k in os.environ} == env  # fmt: skip
+    assert os.environ["MLFLOW_TRACKING_URI"] == kept  # what Ray's workers and servers inherit

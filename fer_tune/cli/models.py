@@ -78,9 +78,9 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 def _store(args, write: bool = False) -> str:
     """The store these commands read (checked first: a read-only command never creates one)."""
-    from fer_tune.tracking.store import check_store, tracking_uri
+    from fer_tune.tracking.store import check_store, tracking_uri, without_credentials
 
-    uri = args.tracking_uri or tracking_uri()
+    uri = without_credentials(args.tracking_uri) if args.tracking_uri else tracking_uri()
     check_store(uri, write=write)
     return uri
 

@@ -11,12 +11,13 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote
 
 from mlflow import MlflowClient
 
 from fer_tune.constants import RESULTS_DIR
 from fer_tune.errors import FerTuneError
-from fer_tune.uris import redact
+from fer_tune.uris import redact, split_credentials
 
 DEFAULT_DB = RESULTS_DIR / "mlflow.db"
 
@@ -38,8 +39,33 @@ def tracking_uri(configured: str | None = None) -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     if uri:
-        return uri
+        return without_credentials(uri)
     return f"sqlite:///{DEFAULT_DB.resolve()}"  # absolute: the store stays put if the cwd changes
+
+
+def without_credentials(uri: str) -> str:
+    """`uri` without its password, which goes to the client library through this process's environment.
+
+    Everything that keeps the URI (Ray's tuner.pkl and searcher state, our Tune callbacks, MLflow's own
+    "View run ... at" lines, sweep.json) then keeps none: an http(s) server's user and password become
+    MLFLOW_TRACKING_USERNAME/PASSWORD (MLflow's basic auth), a PostgreSQL password PGPASSWORD (libpq's,
+    which psycopg reads). Other stores, and a bare token (`https://TOKEN@host`), keep their URI as given.
+    """
+    bare, user, password = split_credentials(uri)
+    if password is None:
+        return uri
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme in ("http", "https"):
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user or "")
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    elif scheme == "postgresql":
+        os.environ["PGPASSWORD"] = unquote(password)
+        bare = bare.replace("://", f"://{user}@", 1) if user else bare
+    else:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI") == uri:  # children (Ray's workers, servers) inherit none either
+        os.environ["MLFLOW_TRACKING_URI"] = bare
+    return bare
 
 
 def sqlite_path(uri: str) -> Path | None:
