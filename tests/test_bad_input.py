@@ -199,11 +199,31 @@ def test_a_grpc_server_passes_the_address_check(listener):
 # --- storage and tracking URIs -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("storage", ["bogus://bucket/x", "garbage://x?token=SECRET"])
+@pytest.mark.parametrize("storage", ["bogus://bucket/x", "garbage://x?region=eu"])
 def test_an_unknown_storage_scheme_is_refused_before_ray(space_file, no_ray, capsys, storage):
     assert main(["run", "bad.yaml", "--no-track", "--name", "s1", "--storage", storage]) == 1
     err = one_line_error(capsys)
     assert "--storage " in err and "unknown scheme" in err and "SECRET" not in err
+
+
+@pytest.mark.parametrize(
+    "storage, says",
+    [
+        ("s3://bucket/x?secret_key=V4LU3&region=x", "secret_key in the URI would be saved in Ray's experiment files"),
+        ("garbage://x?token=V4LU3", "token in the URI would be saved"),
+        ("file://{tmp}?sig=V4LU3", "sig in the URI would be saved"),
+        ("file://{tmp}?version=2", "a file:// URI takes no query or fragment"),
+    ],
+)
+def test_a_storage_uri_carrying_a_secret_or_a_query_is_refused_before_ray(
+    space_file, no_ray, capsys, tmp_path, storage, says
+):
+    """Ray keeps --storage verbatim in tuner.pkl and every trial's state: a secret there is a secret on disk;
+    and a file:// URI with a query once passed this check and then failed inside Ray (IsADirectoryError)."""
+    storage = storage.format(tmp=tmp_path)
+    assert main(["run", "bad.yaml", "--no-track", "--name", "s1", "--storage", storage]) == 1
+    err = one_line_error(capsys)
+    assert f"--storage {storage.split('?')[0]}?" in err and says in err and "V4LU3" not in err, err
 
 
 def test_a_storage_uri_pyarrow_can_open_passes(tmp_path):

@@ -10,6 +10,7 @@ a trial asking for a GPU the cluster lacks stays PENDING forever.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 import ray
 
 from fer_tune.errors import FerTuneError
-from fer_tune.uris import redact
+from fer_tune.uris import SECRET_WORDS, redact
 
 HTTP2_DATA, HTTP2_HEADERS, HTTP2_RST_STREAM, HTTP2_SETTINGS, HTTP2_GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x7  # frame types
 CONNECT_TIMEOUT_S = 5.0  # a cluster's GCS answers a TCP connect in milliseconds; 5 s covers a slow network
@@ -179,6 +180,10 @@ def check_resources(cpu: float, gpu: float, cluster: str) -> None:
 STORAGE_TIMEOUT_S = 10.0  # resolving an S3 bucket's region is one request; a missing network must not hang
 
 
+# A query key naming a secret (fer_tune.uris.SECRET_WORDS): access_key, secret_key, session_token, sig, ...
+_QUERY_SECRET_KEY = re.compile(rf"[?&;](?P<key>[^=&;#]*(?:{'|'.join(SECRET_WORDS)})[^=&;#]*)=", re.IGNORECASE)
+
+
 def check_storage(storage: str) -> None:
     """A --storage URI Ray can use: a scheme pyarrow.fs knows (Ray opens storage with
     pyarrow.fs.FileSystem.from_uri) and, within STORAGE_TIMEOUT_S, a bucket or folder that exists.
@@ -188,6 +193,14 @@ def check_storage(storage: str) -> None:
     import pyarrow.fs
 
     shown = redact(storage)
+    secret = _QUERY_SECRET_KEY.search(storage)
+    if secret is not None:  # Ray keeps the storage URI in tuner.pkl and in every trial's state
+        raise FerTuneError(
+            f"--storage {shown}: {secret['key']} in the URI would be saved in Ray's experiment files; "
+            "give credentials through the environment (AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)"
+        )
+    if storage.lower().startswith("file://") and ("?" in storage or "#" in storage):
+        raise FerTuneError(f"--storage {shown}: a file:// URI takes no query or fragment; give the folder alone")
     outcome: dict = {}
 
     def probe() -> None:
