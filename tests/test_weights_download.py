@@ -74,6 +74,20 @@ def test_offline_the_driver_says_in_one_line_where_the_file_goes(served, tmp_pat
     assert not weights_path("resnet18").exists()
 
 
+def test_torch_home_a_file_is_one_line_naming_it(served, tmp_path, monkeypatch):
+    """TORCH_HOME pointing at a file once raised NotADirectoryError from the driver's mkdir."""
+    _, base = served
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "afile"))
+    monkeypatch.setattr(imagenet, "weights_url", lambda name: f"{base}/resnet18-f37072fd.pth")
+    with pytest.raises(FerTuneError) as err:
+        fetch_pretrained("resnet18")
+    assert "\n" not in str(err.value) and str(err.value).endswith(
+        f"[download failed: cannot make {tmp_path / 'afile' / 'hub' / 'checkpoints'} (Not a directory); "
+        "set TORCH_HOME to a folder this user can write]"
+    )
+
+
 def test_weights_in_the_cache_are_not_fetched_again(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path = weights_path("resnet18")

@@ -68,7 +68,12 @@ def download_weights(url: str, path: Path) -> None:
     """torch.hub's download of `url` to `path`, checked against the SHA-256 prefix in the file name
     (as torchvision checks it), with a timeout; a one-line FerTuneError where it fails, and no file."""
     match = torch.hub.HASH_REGEX.search(url.rsplit("/", 1)[-1])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # TORCH_HOME a file, or a folder this user cannot write
+        raise FerTuneError(
+            f"cannot make {path.parent} ({err.strerror}); set TORCH_HOME to a folder this user can write"
+        ) from None
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen takes no timeout of its own
     try:
