@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 
 from fer_tune.core.models.registry import capabilities, models_taking
 from fer_tune.errors import FerTuneError
@@ -38,6 +37,8 @@ def weights_url(name: str) -> str:
         raise FerTuneError(
             f"model {name!r} has no pretrained weights; pretrained applies to {models_taking('pretrained')}"
         )
+    import torchvision  # lazily, as in transfer.py: its import costs seconds every process would pay
+
     return getattr(torchvision.models, imagenet[1])[WEIGHTS].url
 
 

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from fer_tune.core.models.registry import TRANSFER_SIZES, Knobs, register_model
 from fer_tune.core.models.transfer import IMAGENET_SIZE, RESNET_BLOCKS, TransferNet, load_pretrained
@@ -46,6 +44,8 @@ class MaskingBlock(nn.Module):
 
     def __init__(self, channels: int, depth: int):
         super().__init__()
+        from torchvision.models.resnet import BasicBlock  # lazily, as in transfer.py
+
         self.down = nn.ModuleList(BasicBlock(channels, channels) for _ in range(depth))
         self.bottom = BasicBlock(channels, channels)
         self.up = nn.ModuleList(BasicBlock(channels, channels) for _ in range(depth))
@@ -75,6 +75,8 @@ class ResidualMaskingNet(TransferNet):
     """ResNet-34 trunk, a `MaskingBlock` after each stage ((1 + mask) x features), the transfer head."""
 
     def __init__(self, k: Knobs):
+        import torchvision  # lazily, as in transfer.py
+
         trunk = load_pretrained(torchvision.models.resnet34(weights=None), "rmn", k)
         features, trunk.fc = trunk.fc.in_features, nn.Identity()
         super().__init__(trunk, features, RESNET_BLOCKS, k, resize=k.input_size, imagenet_normalized=k.pretrained)

@@ -33,12 +33,14 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from fer_tune.core.models.imagenet import imagenet_state_dict, load_into
 from fer_tune.core.models.layers import mlp_head
 from fer_tune.core.models.registry import ALL_BLOCKS, TRANSFER_SIZES, Knobs, register_model
+
+# torchvision is imported where a backbone is built, not here: importing it pulls in torch._dynamo (3.4 s
+# on a 2-core machine), and every Ray worker and driver imports this registry, most never building one.
 
 RESNET_BLOCKS = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, 4 stages
 VGG_BLOCKS = 5  # conv stages, each ending in a 2x2 max-pool (Keras' block1..block5)
@@ -137,6 +139,8 @@ def _cifar_resnet(name: str, k: Knobs) -> TransferNet:
     the train split's normalization, which gives faces zero mean and unit variance as ImageNet's
     gives ImageNet photos. Blocks for freeze_depth: stem (conv1 + bn1), layer1..layer4.
     """
+    import torchvision  # lazily: see the note at the imports
+
     model = load_pretrained(getattr(torchvision.models, name)(weights=None), name, k)
     rgb_stem = model.conv1.weight.detach()
     model.conv1 = nn.Conv2d(1, rgb_stem.shape[0], k.kernel_size, padding=k.padding, bias=False)
@@ -181,6 +185,8 @@ def resnet50(**kw) -> nn.Module:
     momentum 0.9) at 48 px on a 128-128 MLP head. Blocks for freeze_depth: stem (conv1 +
     bn1), layer1..layer4. 23.5M params (7 classes, no dense layer)."""
     k = Knobs(**kw)
+    import torchvision  # lazily: see the note at the imports
+
     model = load_pretrained(torchvision.models.resnet50(weights=None), "resnet50", k)
     features, model.fc = model.fc.in_features, nn.Identity()
     return _imagenet_net(model, features, RESNET_BLOCKS, k)
@@ -192,6 +198,8 @@ def _vgg16(name: str, batch_norm: bool, k: Knobs) -> TransferNet:
     include_top=False with pooling does for Dzubak."""
     # torchvision's own layer list and initialization; building vgg16() whole would spend ~2 s
     # initializing the classifier we drop.
+    import torchvision  # lazily: see the note at the imports
+
     layers = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=batch_norm)
     for m in layers.modules():
         if isinstance(m, nn.Conv2d):
@@ -238,6 +246,8 @@ def efficientnet_b0(**kw) -> nn.Module:
     Linear) replaced by the new head. Blocks for freeze_depth: features.0 (stem) ..
     features.8 (the 1x1 conv to 1280 channels), torchvision's Keras-like stages. 4.0M params."""
     k = Knobs(**kw)
+    import torchvision  # lazily: see the note at the imports
+
     model = load_pretrained(torchvision.models.efficientnet_b0(weights=None), "efficientnet_b0", k)
     backbone = nn.Sequential(OrderedDict(features=model.features, pool=model.avgpool, flatten=nn.Flatten(1)))
     blocks = tuple((f"features.{i}",) for i in range(EFFICIENTNET_BLOCKS))
