@@ -39,6 +39,7 @@ from fer_tune.core.config import GRID_KEY, trial_point
 from fer_tune.core.models import capabilities, fetch_pretrained
 from fer_tune.data import FerDataset
 from fer_tune.errors import FerTuneError
+from fer_tune.search.checkpoint_refs import repair_checkpoint_refs
 from fer_tune.search.console import PREFIX, ConsoleReport
 from fer_tune.search.direction import best_of
 from fer_tune.search.mo_pruner import build_scheduler
@@ -126,6 +127,9 @@ def run_sweep(
     if plan.resume:
         # Ray restores the callbacks pickled with the first run (ours look their MLflow runs up again
         # by tag), so `callbacks` only take effect in new sweeps.
+        for trial_id in repair_checkpoint_refs(plan.experiment):
+            print(f"{PREFIX} trial {trial_id}: its recorded checkpoint was replaced as the sweep was cut; "
+                  "resuming from the newer one", flush=True)  # fmt: skip
         tuner = tune.Tuner.restore(plan.experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
