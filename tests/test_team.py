@@ -232,6 +232,7 @@ def test_readme_team_setup_word_for_word(tmp_path):
                                   text=True, timeout=600)  # fmt: skip
             assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
             assert "(models:/fer-emotion@champion)" in done.stdout  # models list
+            assert "View run" not in done.stdout + done.stderr  # MLflow's own URL lines: the console is fer-tune's
             experiment = MlflowClient(f"http://127.0.0.1:{port}").get_experiment_by_name("quick")
             assert experiment is not None and experiment.artifact_location.startswith("mlflow-artifacts:/")
         assert list((tmp_path / "artifacts").rglob("MLmodel"))

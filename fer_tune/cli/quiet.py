@@ -36,6 +36,9 @@ QUIET_ENV = {
     # Tune's new output engine prints its experiment box, results path and TensorBoard hint even at
     # verbose=0; the classic reporter prints nothing at verbose=0.
     "RAY_AIR_NEW_OUTPUT": "0",
+    # MLflow writes "View run NAME at: URL" and "View experiment at: URL" to stdout (not through logging)
+    # each time a run ends on a tracking server: several lines per trial. fer-tune's summary links the UI.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 # (logger prefix, pattern matched at the start of the message's first line): records that repeat what
 # fer-tune's own lines say, describe a default fer-tune chose on purpose, or only say the machine is busy.
