@@ -1,5 +1,6 @@
-"""Settings that contradict each other (issue 26, part 8): a setting the chosen search or pruner never reads is
-refused at load, in one line naming it, instead of being silently ignored. No Ray here."""
+"""Settings that contradict each other (issue 26, part 8): a setting the chosen search never reads is refused at
+load, in one line naming it; one the chosen pruner never reads is harmless (a file switching pruners keeps its
+settings) and is accepted with one line saying it is ignored. Nothing is silent. No Ray here."""
 
 import pytest
 
@@ -17,14 +18,11 @@ def space(workdir, section: str):
 @pytest.mark.parametrize(
     "section, message",
     [
-        ("search: {algorithm: random, sampler: nsga2}", "search: sampler: applies to algorithm: optuna only, not random"),
+        ("search: {algorithm: random, sampler: nsga2}", "search: sampler: applies to algorithm: optuna only"),
         ("search: {algorithm: grid, sampler: tpe}", "search: sampler: applies to algorithm: optuna only, not grid"),
         ("search: {algorithm: grid, startup_trials: 3}", "search: startup_trials: applies to algorithm: optuna only"),
         ("search: {seed: -1}", "search.seed: Input should be greater than or equal to 0 (got -1)"),
         ("search: {seed: 4294967296}", "search.seed: Input should be less than or equal to 4294967295"),
-        ("pruner: {name: median, min_rung_results: 2}", "pruner: min_rung_results: pruner median does not use it"),
-        ("pruner: {name: hyperband, grace_period: 3}", "pruner: grace_period: pruner hyperband does not use it"),
-        ("pruner: {name: none, reduction_factor: 2}", "pruner: reduction_factor: pruner none does not use it"),
     ],
 )
 def test_a_setting_the_search_never_reads_is_refused(workdir, section, message):
@@ -52,3 +50,28 @@ def test_a_contradiction_is_one_line_from_the_command_before_ray(workdir, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sampler: applies to algorithm: optuna only" in err, err
     assert not (workdir / "results").exists()  # refused before Ray or any folder
+
+
+@pytest.mark.parametrize(
+    "section, notes",
+    [
+        ("pruner: {name: median, min_rung_results: 2}", ["pruner.min_rung_results is not read by pruner median "
+                                                         "(it takes grace_period); ignored"]),
+        ("pruner: {name: hyperband, grace_period: 3}", ["pruner.grace_period is not read by pruner hyperband "
+                                                        "(it takes reduction_factor); ignored"]),
+        ("pruner: {name: none, grace_period: 1, reduction_factor: 2}", [
+            "pruner.grace_period is not read by pruner none (it takes no setting); ignored",
+            "pruner.reduction_factor is not read by pruner none (it takes no setting); ignored"]),
+        ("pruner: {name: asha, grace_period: 1, reduction_factor: 2, min_rung_results: 1}", []),
+    ],
+)  # fmt: skip
+def test_a_setting_the_pruner_never_reads_is_named_as_ignored(workdir, section, notes):
+    assert load_space(space(workdir, section).name).pruner.ignored() == notes
+
+
+def test_the_ignored_setting_is_said_before_ray_starts(workdir, capsys):
+    """The note comes with the other start-up checks: here the data check then stops the run, before Ray."""
+    path = space(workdir, "pruner: {name: none, grace_period: 2}")
+    assert main(["run", path.name, "--no-track", "--data", "missing.csv"]) == 1
+    out = capsys.readouterr().out
+    assert "[fer-tune] note: s.yaml: pruner.grace_period is not read by pruner none (it takes no setting)" in out

@@ -186,6 +186,7 @@ def run_space(
     """
     from fer_tune.cli.warm import load_warm_start, read_sources, source_names
     from fer_tune.constants import RESULTS_DIR
+    from fer_tune.search.console import PREFIX
     from fer_tune.search.plan import claim_name, prepare_sweep, start_cluster
     from fer_tune.search.sweep import run_sweep
     from fer_tune.tracking.trackers import open_tracking
@@ -208,6 +209,8 @@ def run_space(
     if plan.finished:
         raise SweepFinished(sync(plan.name) if tracking.unfinished(plan.name) else _finished_message(plan.name))
     tracking.check()
+    for note in space.pruner.ignored():
+        print(f"{PREFIX} note: {space.path}: {note}", flush=True)
     space.data.check(data_source)  # the data's header and first rows, and the space's shape: before Ray starts
     _check_shape(space)
     seeding = sources is not None and not _resumed_warm(plan.resume)

@@ -112,13 +112,13 @@ class PrunerConfig(Strict):
     # (dead_trials' floor), even inside dead_trials.grace; 0 (default): Ray's ASHA (README "Dead trials")
     min_rung_results: int = Field(0, ge=0)
 
-    @model_validator(mode="after")
-    def _used_by_this_pruner(self) -> PrunerConfig:
-        unused = sorted(self.model_fields_set - USED_BY_PRUNER[self.name])
-        if unused:
-            takes = ", ".join(sorted(USED_BY_PRUNER[self.name] - {"name"})) or "no setting"
-            raise ValueError(f"{unused[0]}: pruner {self.name} does not use it (it takes {takes}); remove it")
-        return self
+    def ignored(self) -> list[str]:
+        """One note per setting given that this pruner never reads (harmless: switching pruners keeps them)."""
+        takes = ", ".join(sorted(USED_BY_PRUNER[self.name] - {"name"})) or "no setting"
+        return [
+            f"pruner.{key} is not read by pruner {self.name} (it takes {takes}); ignored"
+            for key in sorted(self.model_fields_set - USED_BY_PRUNER[self.name])
+        ]
 
 
 # The PrunerConfig fields each pruner reads (fer_tune.search.pruners.build_pruner)
