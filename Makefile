@@ -29,12 +29,17 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures stay shared): most of a test's
+# time waits on subprocesses, servers and Ray, so two overlap even on 2 cores. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked slow (tests/budget.py).
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The README's pictures of `fer-tune serve` (docs/serve.png) and of a sweep's report (docs/report.png),
 # taken by the page tests in headless Chromium.

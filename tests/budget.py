@@ -68,20 +68,19 @@ def check_budgets(items: list[pytest.Item]) -> float:
     return total
 
 
-def summary(items: list[pytest.Item], took: dict[str, float]) -> list[str]:
-    """The terminal summary's lines: slow tests against their budgets, and unmarked tests over SLOW_S."""
+def summary(budgets: dict[str, float | None], took: dict[str, float]) -> list[str]:
+    """The terminal summary's lines: slow tests against their budgets (test id -> seconds, None for an unmarked
+    test), and unmarked tests over SLOW_S. Times are each test's own: with xdist's workers they overlap."""
     lines, slow_total, slow_budget = [], 0.0, 0.0
-    for item in items:
-        if item.nodeid not in took:
-            continue
-        seconds, budget = took[item.nodeid], budget_of(item)
+    for nodeid, seconds in took.items():
+        budget = budgets.get(nodeid)
         if budget is None:
             if seconds > SLOW_S:
-                lines.append(f"  unmarked but slow: {item.nodeid} took {seconds:.0f} s (over {SLOW_S} s)")
+                lines.append(f"  unmarked but slow: {nodeid} took {seconds:.0f} s (over {SLOW_S} s)")
             continue
         slow_total, slow_budget = slow_total + seconds, slow_budget + budget
         if seconds > budget:
-            lines.append(f"  over budget: {item.nodeid} took {seconds:.0f} s of its {budget:.0f} s")
+            lines.append(f"  over budget: {nodeid} took {seconds:.0f} s of its {budget:.0f} s")
     everything = sum(took.values())
     head = (
         f"time budget: slow tests {slow_total:.0f} s of their {slow_budget:.0f} s; "

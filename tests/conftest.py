@@ -103,7 +103,6 @@ def pytest_collection_modifyitems(config, items):
 
     check_budgets(items)
     bind(items)
-    config.stash[COLLECTED] = items
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -112,12 +111,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-COLLECTED = pytest.StashKey[list]()
 TOOK: dict[str, float] = {}  # test id -> seconds, setup and teardown included (a module's shared sweep: its first)
+BUDGETS: dict[str, float | None] = {}  # test id -> its budget (None: unmarked), from the reports
 
 
 def pytest_runtest_logreport(report):
+    """Runs where the reports arrive: in the one process, or in xdist's controller, which collects no items,
+    so each test's budget travels in its report's user_properties (pytest_runtest_makereport below)."""
     TOOK[report.nodeid] = TOOK.get(report.nodeid, 0.0) + report.duration
+    for key, value in report.user_properties:
+        if key == "budget_s":
+            BUDGETS[report.nodeid] = value
 
 
 def pytest_unconfigure(config):
@@ -130,7 +134,7 @@ def pytest_terminal_summary(terminalreporter, config):
     from budget import summary
 
     if TOOK:
-        for line in summary(config.stash.get(COLLECTED, []), TOOK):
+        for line in summary(BUDGETS, TOOK):
             terminalreporter.write_line(line)
 
 
@@ -140,6 +144,9 @@ def pytest_runtest_makereport(item, call):
     (tests/services.py: ALLOWED_SKIPS)."""
     outcome = yield
     report = outcome.get_result()
+    from budget import budget_of
+
+    report.user_properties.append(("budget_s", budget_of(item)))
     if not report.skipped or not isinstance(report.longrepr, tuple) or hasattr(report, "wasxfail"):
         return
     from services import REQUIRE_ENV, allowed_skip, required, service_of

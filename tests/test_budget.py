@@ -31,8 +31,8 @@ def test_a_slow_mark_without_its_seconds_is_a_usage_error(marker):
 
 
 def test_the_summary_names_the_tests_over_their_budget_and_the_slow_unmarked_ones():
-    items = [FakeItem("a", slow(seconds=60)), FakeItem("b", slow(seconds=30)), FakeItem("c"), FakeItem("d")]
-    lines = budget.summary(items, {"a": 70.0, "b": 10.0, "c": 20.0, "d": 1.0})
+    budgets = {"a": 60.0, "b": 30.0, "c": None, "d": None}
+    lines = budget.summary(budgets, {"a": 70.0, "b": 10.0, "c": 20.0, "d": 1.0})
     assert lines[0].startswith("time budget: slow tests 80 s of their 90 s; all tests 101 s")
     assert lines[1:] == ["  over budget: a took 70 s of its 60 s", "  unmarked but slow: c took 20 s (over 15 s)"]
 
@@ -60,3 +60,24 @@ def test_a_test_past_its_limit_is_stopped_and_fails(tmp_path):
     assert (
         done.returncode == 1 and "Timeout (>2.0s) from pytest-timeout" in done.stdout and "1 failed" in done.stdout
     ), done.stdout[-2000:]
+
+
+def test_the_summary_reaches_xdists_controller_with_each_tests_budget(tmp_path):
+    """Under `make test`'s workers the controller collects no items: each budget travels in its test's report."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "test_two.py").write_text(
+        "import time\nimport pytest\n\n\n@pytest.mark.slow(seconds=1)\ndef test_over():\n    time.sleep(1.5)\n\n\n"
+        "def test_quick():\n    pass\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", "-n", "2", "test_two.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "time budget: slow tests 2 s of their 1 s" in done.stdout, done.stdout[-2000:]
+    assert "over budget: test_two.py::test_over took 2 s of its 1 s" in done.stdout
