@@ -82,6 +82,15 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(autouse=True)
+def no_credentials_left_behind(monkeypatch):
+    """fer-tune hands a tracking URI's password to MLflow and libpq through this process's environment
+    (tracking/store.py: without_credentials): every test starts and ends without one there."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD"):
+        monkeypatch.setenv(name, "")  # recorded, so that the end of the test removes it again
+        monkeypatch.delenv(name)
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--screenshot",
@@ -99,10 +108,11 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     """The slow tests' budgets fit the suite's (tests/budget.py); tests marked `gpu` run only where CUDA is."""
-    from budget import bind, check_budgets
+    from budget import bind, check_budgets, heaviest_files_first
 
     check_budgets(items)
     bind(items)
+    heaviest_files_first(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -34,6 +34,9 @@ while True:
 """
 
 LOG_DIR = Path(tempfile.gettempdir()) / f"fer-tune-tests-{os.getpid()}"  # the head's log: ray-head.log
+# The cluster's workers inherit the head's environment, not a joining driver's: their torch cache (ImageNet
+# weights) is this folder, where a test that needs weights in its trials puts stand-ins (test_seed_spaces.py).
+TORCH_HOME = LOG_DIR / "torch"
 _head: subprocess.Popen | None = None
 _address: str | None = None
 
@@ -45,7 +48,7 @@ def address(log_dir: Path = LOG_DIR) -> str:
         return _address
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "ray-head.log"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TORCH_HOME": str(TORCH_HOME)}
     env.pop("RAY_ADDRESS", None)
     with log.open("w") as err:
         _head = subprocess.Popen(

@@ -81,3 +81,10 @@ def test_the_summary_reaches_xdists_controller_with_each_tests_budget(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:]
     assert "time budget: slow tests 2 s of their 1 s" in done.stdout, done.stdout[-2000:]
     assert "over budget: test_two.py::test_over took 2 s of its 1 s" in done.stdout
+
+
+def test_the_heaviest_files_come_first_and_keep_their_tests_order():
+    items = [FakeItem("a.py::t1"), FakeItem("b.py::t1", slow(seconds=60)), FakeItem("a.py::t2"),
+             FakeItem("c.py::t1", slow(seconds=20)), FakeItem("b.py::t2"), FakeItem("d.py::t1")]  # fmt: skip
+    budget.heaviest_files_first(items)
+    assert [item.nodeid for item in items] == ["b.py::t1", "b.py::t2", "c.py::t1", "a.py::t1", "a.py::t2", "d.py::t1"]

@@ -19,7 +19,7 @@ def space(workdir, section: str):
     "section, message",
     [
         ("search: {algorithm: random, sampler: nsga2}", "search: sampler: applies to algorithm: optuna only"),
-        ("search: {algorithm: grid, sampler: tpe}", "search: sampler: applies to algorithm: optuna only, not grid"),
+        ("search: {algorithm: grid, sampler: nsga2}", "search: sampler: applies to algorithm: optuna only, not grid"),
         ("search: {algorithm: grid, startup_trials: 3}", "search: startup_trials: applies to algorithm: optuna only"),
         ("search: {seed: -1}", "search.seed: Input should be greater than or equal to 0 (got -1)"),
         ("search: {seed: 4294967296}", "search.seed: Input should be less than or equal to 4294967295"),
@@ -35,6 +35,7 @@ def test_a_setting_the_search_never_reads_is_refused(workdir, section, message):
     [
         "search: {algorithm: optuna, sampler: nsga2, seed: 4294967295, startup_trials: 2}",
         "search: {algorithm: random, seed: null}",
+        "search: {algorithm: grid, sampler: tpe, startup_trials: null}",  # the defaults: what sweep.json holds
         "pruner: {name: asha, grace_period: 2, reduction_factor: 2, min_rung_results: 3}",
         "pruner: {name: median, grace_period: 2}",
         "pruner: {name: hyperband, reduction_factor: 4}",
@@ -59,10 +60,11 @@ def test_a_contradiction_is_one_line_from_the_command_before_ray(workdir, capsys
                                                          "(it takes grace_period); ignored"]),
         ("pruner: {name: hyperband, grace_period: 3}", ["pruner.grace_period is not read by pruner hyperband "
                                                         "(it takes reduction_factor); ignored"]),
-        ("pruner: {name: none, grace_period: 1, reduction_factor: 2}", [
+        ("pruner: {name: none, grace_period: 2, reduction_factor: 2}", [
             "pruner.grace_period is not read by pruner none (it takes no setting); ignored",
             "pruner.reduction_factor is not read by pruner none (it takes no setting); ignored"]),
         ("pruner: {name: asha, grace_period: 1, reduction_factor: 2, min_rung_results: 1}", []),
+        ("pruner: {name: median, grace_period: 1, reduction_factor: 3, min_rung_results: 0}", []),  # defaults
     ],
 )  # fmt: skip
 def test_a_setting_the_pruner_never_reads_is_named_as_ignored(workdir, section, notes):

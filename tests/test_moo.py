@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from interrupt import assert_same_trials, epochs_reported, kill_when, run_cli, trial_dirs
+from interrupt import assert_same_trials, epochs_reported, kill_when, run_here, trial_dirs
 from mlflow import MlflowClient
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -110,7 +110,9 @@ def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_th
 
 
 @pytest.mark.slow(seconds=140)
-def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupted_one(workdir, blob_csv):
+def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupted_one(
+    ray_local, workdir, blob_csv, capsys
+):
     """One trial at a time, lr outer: the three lr 1e-7 trials stay at chance; the dead-trial rule stops two at
     epoch 2 and multi-objective ASHA stops the widest at its first rung (dominated by the first). The first lr 3e-3
     trial passes its rungs and holds before epoch 3: the driver is SIGKILLed there, with three decisions made and
@@ -122,7 +124,7 @@ def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupte
     (workdir / "exact.yaml").write_text(space_text("exact", grid, narrow_macs(), epochs=4, curve=curve))
     base = [sys.executable, "-m", "fer_tune.cli", "run", "exact.yaml", "--data", str(blob_csv), "--no-track"]
     gate.touch()
-    run_cli(base + ["--name", "whole"], workdir)
+    run_here(base + ["--name", "whole"], capsys)  # only the run that is killed needs its own process
 
     gate.unlink()
     experiment = workdir / "results" / "ray" / "cut"
@@ -143,8 +145,8 @@ def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupte
         checkpoint.rename(checkpoint.with_name(f"checkpoint_{int(checkpoint.name.split('_')[1]) + 1:06d}"))
     gate.touch()
 
-    resumed = run_cli(base + ["--name", "cut", "--resume"], workdir)
-    assert "its recorded checkpoint was replaced as the sweep was cut" in resumed.stdout, resumed.stdout[-3000:]
+    resumed = run_here(base + ["--name", "cut", "--resume"], capsys)
+    assert "its recorded checkpoint was replaced as the sweep was cut" in resumed, resumed[-3000:]
     columns = ["width", "lr", "epochs_run", "status", "best_val_accuracy", "best_epoch", "macs", "on_front"]
     expected = assert_same_trials(workdir, "whole", "cut", columns, by=["width", "lr"])
     dead = expected[expected["lr"] == 1.0e-7].set_index("width")

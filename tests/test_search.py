@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from interrupt import assert_same_trials, cli_env, epochs_reported, kill_when, run_cli, trial_dirs
+from interrupt import assert_same_trials, cli_env, epochs_reported, kill_when, run_here, trial_dirs
 
 from fer_tune.cli.main import main
 from fer_tune.cli.sweep import run_space
@@ -127,7 +127,7 @@ def trial_params(trial_dir: Path) -> dict:
 
 
 @pytest.mark.slow(seconds=170)
-def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
+def test_resume_after_the_driver_is_interrupted(ray_local, workdir, blob_csv, capsys):
     """SIGINT the driver while one trial is done and one is half-way; --resume finishes the sweep
     without re-running the finished trial and continues the half-done one from its checkpoint.
 
@@ -167,7 +167,7 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
     assert before[finished] == [1, 2, 3] and list(partial.values()) == [[1, 2, 3]], before  # held: nothing more
 
     gate.touch()
-    run_cli(command + ["--resume"], workdir)
+    run_here(command + ["--resume"], capsys)  # the resume needs no process of its own
     after = {d.name: epochs_reported(d) for d in trial_dirs(experiment)}
     epochs = {d.name: trial_params(d)["epochs"] for d in trial_dirs(experiment)}
     assert len(after) == 3 and all(after[name] == list(range(1, epochs[name] + 1)) for name in after), after
@@ -196,7 +196,7 @@ def test_resume_after_the_driver_is_interrupted(workdir, blob_csv):
 
 
 @pytest.mark.slow(seconds=200)
-def test_asha_resumed_after_sigkill_stops_the_same_trials(workdir, blob_csv):
+def test_asha_resumed_after_sigkill_stops_the_same_trials(ray_local, workdir, blob_csv, capsys):
     """Ray's Tuner.restore forgets ASHA's rungs (ray-project/ray#30838); fer-tune persists them. A sweep
     SIGKILLed part-way and resumed ends with the trials.csv of an uninterrupted run (up to timings).
 
@@ -213,7 +213,7 @@ def test_asha_resumed_after_sigkill_stops_the_same_trials(workdir, blob_csv):
     )
     base = [sys.executable, "-m", "fer_tune.cli", "run", "exact.yaml", "--data", str(blob_csv), "--no-track"]
     gate.touch()
-    run_cli(base + ["--name", "whole"], workdir)
+    run_here(base + ["--name", "whole"], capsys)  # only the run that is killed needs its own process
 
     gate.unlink()
     experiment = workdir / "results" / "ray" / "cut"
@@ -223,7 +223,7 @@ def test_asha_resumed_after_sigkill_stops_the_same_trials(workdir, blob_csv):
     assert (experiment / "pruner_state.pkl").is_file()
 
     gate.touch()
-    run_cli(base + ["--name", "cut", "--resume"], workdir)
+    run_here(base + ["--name", "cut", "--resume"], capsys)
     columns = ["lr", "epochs_run", "status", "stop_reason", "best_val_accuracy", "best_epoch"]
     expected = assert_same_trials(workdir, "whole", "cut", columns, by=["lr"])
     by_asha = (expected["status"] == "stopped early") & expected["stop_reason"].isna()  # not the dead-trial rule

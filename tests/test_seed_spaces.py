@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import ray_cluster
 from PIL import Image
 from test_transfer import write_imagenet
 
@@ -116,9 +117,10 @@ def tiny_folder(root: Path, classes, splits=("train", "validation", "test"), per
 
 
 @pytest.fixture(scope="module")
-def torch_home(tmp_path_factory):
-    """A torch cache holding stand-ins for the ImageNet weights the seed spaces ask for."""
-    home = tmp_path_factory.mktemp("torch_home")
+def torch_home():
+    """A torch cache holding stand-ins for the ImageNet weights the seed spaces ask for: the test run's Ray's
+    (its workers read that one; tests/ray_cluster.py), which the drivers here join."""
+    home = ray_cluster.TORCH_HOME
     saved = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(home)
     try:
@@ -132,7 +134,7 @@ def torch_home(tmp_path_factory):
 def run_smoke(space: str, data: Path, cwd: Path, torch_home: Path) -> pd.DataFrame:
     command = [sys.executable, "-m", "fer_tune.cli", "run", str(SPACES / space), "--smoke", "--no-track"]
     command += ["--data", str(data), "--name", f"smoke-{Path(space).stem}"]
-    env = {**os.environ, "TORCH_HOME": str(torch_home), "RAY_ADDRESS": "local"}
+    env = ray_cluster.env(TORCH_HOME=str(torch_home))  # the driver checks the weights where the trials read them
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     trials = pd.read_csv(cwd / "results" / f"smoke-{Path(space).stem}" / "trials.csv")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from interrupt import epochs_reported, kill_when, run_cli, trial_dirs
+from interrupt import epochs_reported, kill_when, run_here, trial_dirs
 
 from fer_tune.errors import FerTuneError
 from fer_tune.search.searchers import EARLIER_ATTR, WarmOptunaSearch, build_searcher
@@ -238,7 +238,7 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
 
 @pytest.mark.integration
 @pytest.mark.slow(seconds=90)
-def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
+def test_a_resumed_warm_sweep_is_not_seeded_twice(ray_local, workdir, blob_csv, capsys):
     """SIGKILL a warm-started sweep once its first trial has reported, --resume it: the study it ends with
     holds each earlier trial once, and every trial of the sweep ran once. The cut is placed: trials hold
     before epoch 2 until `go` exists, which it does from the resume on."""
@@ -256,8 +256,8 @@ def test_a_resumed_warm_sweep_is_not_seeded_twice(workdir, blob_csv):
     assert not (workdir / "results" / "cut" / "trials.csv").exists()
 
     gate.touch()
-    resumed = run_cli(base + ["--resume"], workdir, timeout=900)
-    assert "not seeding again" in resumed.stdout
+    resumed = run_here(base + ["--resume"], capsys)  # only the run that is killed needs its own process
+    assert "not seeding again" in resumed
     trials = trials_in_order(workdir, "cut", workdir / "results" / "ray")
     assert len(trials) == 4 and trials["lr"][0] == pytest.approx(1e-3)  # t1, the earlier best in range
     assert [epochs_reported(d)[-1] for d in trial_dirs(experiment)] == [2] * 4  # the cut one ran to its end too

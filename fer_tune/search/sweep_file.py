@@ -96,7 +96,9 @@ class SearchConfig(Strict):
 
     @model_validator(mode="after")
     def _optuna_only(self) -> SearchConfig:
-        given = sorted({"sampler", "startup_trials"} & self.model_fields_set)
+        # by value, not by the keys given: a space read back from sweep.json carries every default
+        defaults = type(self).model_fields
+        given = [key for key in ("sampler", "startup_trials") if getattr(self, key) != defaults[key].default]
         if self.algorithm != "optuna" and given:
             raise ValueError(f"{given[0]}: applies to algorithm: optuna only, not {self.algorithm}; remove it")
         return self
@@ -115,9 +117,10 @@ class PrunerConfig(Strict):
     def ignored(self) -> list[str]:
         """One note per setting given that this pruner never reads (harmless: switching pruners keeps them)."""
         takes = ", ".join(sorted(USED_BY_PRUNER[self.name] - {"name"})) or "no setting"
+        given = {key for key, field in type(self).model_fields.items() if getattr(self, key) != field.default}
         return [
             f"pruner.{key} is not read by pruner {self.name} (it takes {takes}); ignored"
-            for key in sorted(self.model_fields_set - USED_BY_PRUNER[self.name])
+            for key in sorted(given - USED_BY_PRUNER[self.name])
         ]
 
 
