@@ -132,7 +132,10 @@ def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupte
     kill_when(
         base + ["--name", "cut"], workdir, lambda: sum(2 in epochs_reported(t) for t in trial_dirs(experiment)) >= 3
     )
-    assert [epochs_reported(t) for t in trial_dirs(experiment)] == [[1, 2], [1], [1, 2], [1, 2]]
+    # the cut: the first, third and fourth trials reached epoch 2; the second was stopped at its first rung
+    # (its result.json line may be lost to the SIGKILL: what the driver had not flushed)
+    reported = [epochs_reported(t) for t in trial_dirs(experiment)]
+    assert [2 in epochs for epochs in reported] == [True, False, True, True] and reported[1] in ([1], []), reported
     assert not (workdir / "results" / "cut" / "trials.csv").exists()  # it really was cut short
     assert (experiment / "pruner_state.pkl").is_file()
     held = json.loads((trial_dirs(experiment)[3] / "result.json").read_text().splitlines()[-1])["pid"]
