@@ -25,7 +25,9 @@ from __future__ import annotations
 import pytest
 
 SUITE_TARGET_S = 15 * 60  # the brief's: the whole suite in 15 minutes on 2 cores
-SLOW_CEILING_S = 3840  # the slow tests' budgets summed (2026-12-05, timed beside benches); lower it, never raise it
+# the slow tests' budgets summed: each is its time under make test's two workers x 1.5 (2026-12-07, 3715 before);
+# lower it, never raise it
+SLOW_CEILING_S = 2950
 SLOW_S = 15  # an unmarked test should take less than this
 HANG_FACTOR = 8  # a slow test is stopped at this many times its budget (CI has run 3x slower than a quiet machine)
 UNMARKED_LIMIT_S = 300  # an unmarked test (under SLOW_S when idle) is stopped after this

@@ -56,7 +56,7 @@ def test_seed_transform_matches_the_reference_output_type():
         assert out.shape == (1, 48, 48) and out.dtype.is_floating_point and 0 <= out.min() <= out.max() <= 1
 
 
-@pytest.mark.slow(seconds=20)
+@pytest.mark.slow(seconds=30)
 def test_trial_writes_fit_and_seed_figures(tmp_path):
     trial.main(
         [
@@ -128,7 +128,7 @@ def test_asha_budget_and_efficiency_spaces():
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=40)
 def test_quick_sweep_splits_wall_time(tmp_path, ray_local, workdir, monkeypatch):
     monkeypatch.setattr(
         sweep,

@@ -148,7 +148,7 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-@pytest.mark.slow(seconds=120)
+@pytest.mark.slow(seconds=60)
 def test_a_node_lost_mid_sweep_resumes_its_trials_elsewhere(cluster, workdir, blob_csv):
     """Three one-CPU worker nodes, one trial each. Every trial reports and checkpoints epochs 1-2, then holds; one
     node is removed, and once its trial's process is gone the hold is released. That trial resumes from its epoch-2
@@ -212,7 +212,7 @@ def test_a_node_lost_mid_sweep_resumes_its_trials_elsewhere(cluster, workdir, bl
 
 
 @pytest.mark.parametrize(("gpu", "flag", "at_once"), [("0.25", [], 4), ("1", ["--gpus-per-trial", "0.5"], 2)])
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=70)
 def test_fractional_gpus_pack_trials_on_a_declared_gpu(gpu_cluster, workdir, blob_csv, gpu, flag, at_once):
     """One node declaring one logical GPU (no CUDA): resources.gpu 0.25 runs four trials at once, --gpus-per-trial
     0.5 two. The first trials hold before their second epoch until `at_once` of them have reported and the GPU is
@@ -252,7 +252,7 @@ def test_fractional_gpus_pack_trials_on_a_declared_gpu(gpu_cluster, workdir, blo
     assert most_at_once([(m["started_at"], m["reported_at"]) for m in last]) == at_once
 
 
-@pytest.mark.slow(seconds=25)
+@pytest.mark.slow(seconds=20)
 def test_a_trial_given_a_gpu_without_cuda_fails_in_one_line(gpu_cluster, workdir, blob_csv):
     """fer_cnn's own check (trainables/fer_cnn.check_cuda), so the real trainable: it fails before any training."""
     body = "pruner: {name: none}\nresources: {cpu: 1, gpu: 1}\nbudget: {num_samples: 1, max_epochs: 1}\n" + FAST

@@ -77,7 +77,7 @@ print("done")
 """
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=20)
 def test_the_libraries_real_lines_are_quieted(tmp_path):
     """Real Optuna and MLflow calls in a fresh process after quiet_libraries: only fer-tune lines remain."""
     script = QUIETED.format(db=tmp_path / "mlflow.db")
@@ -98,7 +98,7 @@ def test_error_text_reads_the_drivers_copy_before_storage_has_one(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=90)
+@pytest.mark.slow(seconds=110)
 def test_a_sweep_prints_only_fer_tune_lines(tmp_path, blob_csv):
     """A tracked sweep with a completed, a stopped and a diverged trial, run as `fer-tune run`."""
     space = tmp_path / "console.yaml"

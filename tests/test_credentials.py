@@ -35,7 +35,7 @@ def text_artifacts(client: MlflowClient, run_id: str, folder: str | None = None)
     return paths
 
 
-@pytest.mark.slow(seconds=80)
+@pytest.mark.slow(seconds=60)
 def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_mlflow_record(
     ray_local, workdir, blob_csv, monkeypatch, capsys
 ):

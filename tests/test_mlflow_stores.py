@@ -21,7 +21,7 @@ def mlflow_server(workdir, port: int) -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=100)
+@pytest.mark.slow(seconds=80)
 def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeypatch):
     port = free_port()
     command = mlflow_server(workdir, port)
@@ -64,7 +64,7 @@ def test_an_unusable_store_is_a_one_line_error(uri, monkeypatch, capsys):
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=230)
+@pytest.mark.slow(seconds=90)
 def test_a_tracking_server_lost_mid_sweep_loses_nothing(ray_local, workdir, blob_csv, monkeypatch, capsys):
     """The server dies after the first epoch is logged (mlflow_helpers.Outage: the driver, `fer-tune run` called
     here, waits while it stops): the sweep runs on, results/ gets everything, the records MLflow could not take

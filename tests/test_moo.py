@@ -62,7 +62,7 @@ space:
 GRID = "  width: {grid: [1.0, 0.25]}\n  lr: {grid: [3.0e-3, 1.0e-5]}\n"
 
 
-@pytest.mark.slow(seconds=80)
+@pytest.mark.slow(seconds=50)
 def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_the_champion(
     ray_local, workdir, blob_csv, capsys
 ):
@@ -109,7 +109,7 @@ def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_th
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registration.version
 
 
-@pytest.mark.slow(seconds=140)
+@pytest.mark.slow(seconds=40)
 def test_a_multi_objective_sweep_resumed_after_sigkill_ends_like_an_uninterrupted_one(
     ray_local, workdir, blob_csv, capsys
 ):
@@ -177,7 +177,7 @@ space:
 
 
 @pytest.mark.parametrize(("sampler", "kind"), [("tpe", "TPESampler"), ("nsga2", "NSGAIISampler")])
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow(seconds=30)
 def test_optuna_multi_objective_samplers_run_a_sweep_under_multi_objective_asha(
     ray_local, workdir, blob_csv, sampler, kind
 ):

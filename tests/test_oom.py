@@ -50,7 +50,7 @@ def ray_with_oom_net(monkeypatch):
     ray.shutdown()
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=30)
 def test_cuda_out_of_memory_in_a_trial_is_its_recorded_failure(workdir, blob_csv, monkeypatch, ray_with_oom_net):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: results/mlflow.db here
     (workdir / "oom.yaml").write_text(SPACE)

@@ -105,7 +105,7 @@ def store_with_champion(first, tmp_path):
     return uri, champion, MlflowClient(uri)
 
 
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow(seconds=20)
 def test_a_better_but_not_significantly_better_model_stays_challenger(first, tmp_path, data):
     uri, champion, client = store_with_champion(first, tmp_path)
     p = mcnemar_p(2, CHAMPION_CLASS)

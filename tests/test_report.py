@@ -58,7 +58,7 @@ def report_of(folder: Path) -> dict:
     return json.loads((folder / "results" / "planted" / "report.json").read_text())
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=30)
 def test_importance_ranks_the_planted_parameter_first(planted):
     mattered = report_of(planted[0])["what_mattered"]
     ranked = list(mattered["importance"])
@@ -154,7 +154,7 @@ def test_report_renders_offline_in_headless_chromium(planted, tmp_path, request)
         driver.quit()
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=20)
 def test_tracked_end_logs_the_report_and_tests_against_the_previous_champion(planted, monkeypatch):
     """The tracker's end of a sweep, twice on the planted sweep's results (no more training): first with the
     runner-up as the sweep's best, registered as champion with the report on its parent run; then the real

@@ -266,7 +266,7 @@ space:
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=140)
+@pytest.mark.slow(seconds=60)
 def test_reruns_are_nested_under_the_sweep_and_the_champion_is_the_best_mean(ray_local, workdir, blob_csv, monkeypatch):
     """2 curve trials of 1 epoch, then each re-trained with 2 fresh seeds as a second Tune run: every re-run is a
     child of the sweep's MLflow run, marked as a re-run of its trial with its seed, and the registered champion

@@ -54,7 +54,7 @@ def check_same_curve(history: list[dict], curve: pd.DataFrame) -> None:
     assert [m["train_loss"] for m in history] == pytest.approx(list(curve["train_loss"]), rel=1e-4)
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=40)
 def test_a_trial_trains_again_to_its_metrics_from_each_record(swept, workdir, capsys):
     folder = workdir / "results" / swept.name
     trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})

@@ -49,7 +49,7 @@ def trial_epochs(sweep) -> dict[str, list[int]]:
     return {trial: list(group["epoch"]) for trial, group in curves.groupby("trial_id")}
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=50)
 def test_optuna_asha_sweep_prunes_and_writes_results(ray_local, workdir, blob_csv, capsys):
     space = space_file(
         workdir,
@@ -79,7 +79,7 @@ def test_optuna_asha_sweep_prunes_and_writes_results(ray_local, workdir, blob_cs
     assert f"sweep {sweep.name}: 6 trials" in printed and sweep.best.trial_id in printed
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=40)
 def test_grid_sweep_runs_every_point_once(ray_local, workdir, blob_csv):
     space = space_file(
         workdir,
@@ -96,7 +96,7 @@ def test_grid_sweep_runs_every_point_once(ray_local, workdir, blob_csv):
     assert (trials["status"] == "completed").all()
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=40)
 def test_conditional_space_trains_with_the_sampled_values(ray_local, workdir, blob_csv):
     space = space_file(
         workdir,
@@ -126,7 +126,7 @@ def trial_params(trial_dir: Path) -> dict:
         return {}
 
 
-@pytest.mark.slow(seconds=170)
+@pytest.mark.slow(seconds=90)
 def test_resume_after_the_driver_is_interrupted(ray_local, workdir, blob_csv, capsys):
     """SIGINT the driver while one trial is done and one is half-way; --resume finishes the sweep
     without re-running the finished trial and continues the half-done one from its checkpoint.
@@ -195,7 +195,7 @@ def test_resume_after_the_driver_is_interrupted(ray_local, workdir, blob_csv, ca
         assert sorted(steps) == list(range(1, trial_epochs + 1)), (trial_id, steps)
 
 
-@pytest.mark.slow(seconds=200)
+@pytest.mark.slow(seconds=60)
 def test_asha_resumed_after_sigkill_stops_the_same_trials(ray_local, workdir, blob_csv, capsys):
     """Ray's Tuner.restore forgets ASHA's rungs (ray-project/ray#30838); fer-tune persists them. A sweep
     SIGKILLed part-way and resumed ends with the trials.csv of an uninterrupted run (up to timings).
@@ -262,7 +262,7 @@ def release_when(gate: Path, ready: Callable[[], bool], timeout: float = 180) ->
     return thread
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=60)
 def test_sweep_across_a_three_node_cluster(three_node_cluster, workdir, blob_csv):
     """Three one-CPU trials held at once (each waits before epoch 2 until all three have reported
     epoch 1) need the three one-CPU nodes: one trial each."""

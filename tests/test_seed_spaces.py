@@ -152,7 +152,7 @@ def test_tynasello_runs_in_smoke_mode(workdir, torch_home):
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow(seconds=90)
 def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(workdir, torch_home):
     folder = tiny_folder(workdir / "unique_images", DZUBAK_CLASSES)
     trials = run_smoke("dzubak.yaml", folder, workdir, torch_home)
@@ -163,7 +163,7 @@ def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(workdir, torch_home):
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=100)
 def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
     tiny_folder(workdir / "data" / "jaffe", JAFFE_CLASSES, splits=("train",), per_class=2)
     tiny_folder(workdir / "data" / "faces", FACES_CLASSES, splits=("train",), per_class=2)
@@ -175,7 +175,7 @@ def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=60)
 def test_tandon2020_runs_in_smoke_mode_as_a_grid(workdir, torch_home):
     trials = run_smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
     # A grid stays a grid: its first axis keeps two values, every other axis its first, so the two

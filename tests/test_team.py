@@ -67,13 +67,13 @@ def race(uri: str, folder: Path) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=20)
+@pytest.mark.slow(seconds=30)
 def test_two_promoters_racing_on_sqlite(tmp_path):
     race(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=20)
+@pytest.mark.slow(seconds=30)
 def test_two_promoters_racing_on_postgresql(tmp_path):
     with postgres_database() as uri:
         race(uri, tmp_path)
@@ -91,7 +91,7 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's GenAI j
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=100)
 def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(ray_local, workdir, blob_csv, monkeypatch, capsys):
     """A tracked sweep (curve trials) against `mlflow server` on PostgreSQL with served artifacts. The server
     stops after the first logged epoch and comes back while the sweep still runs (mlflow_helpers.Outage): the writer's
@@ -183,7 +183,7 @@ def team_setup_commands() -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=170)
 def test_readme_team_setup_word_for_word(tmp_path):
     import os
     import shlex

@@ -81,7 +81,7 @@ def tracked(tmp_path_factory, blob_csv):
         yield Tracked(folder, sweep, registration, uri, MlflowClient(uri))
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=40)
 def test_one_parent_run_and_a_nested_child_per_trial(tracked):
     sweep, client = tracked.sweep, tracked.client
     experiment = client.get_experiment_by_name("fer-tracked")
@@ -267,7 +267,7 @@ def test_bad_input_is_one_line_error(tracked, argv, message, capsys):
     assert message in captured.err and "Traceback" not in captured.err + captured.out
 
 
-@pytest.mark.slow(seconds=20)
+@pytest.mark.slow(seconds=30)
 def test_mlflow_models_serve_answers_a_scoring_request(tracked):
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion"]
@@ -318,7 +318,7 @@ def test_worse_sweep_is_registered_as_challenger(tracked, store_copy, blob_csv):
     assert str(tracked.client.get_model_version_by_alias(MODEL, "champion").version) == champion  # original intact
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=40)
 def test_a_better_sweep_takes_the_champion_alias(tracked, workdir, blob_csv, monkeypatch):
     """In a store whose champion is a curve trial's checkpoint (an untrained model), the tracked sweep's best
     (lr 3e-3, trained) beats it: the new version takes `champion`, the old one keeps its number without the alias."""

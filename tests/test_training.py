@@ -94,7 +94,7 @@ def test_every_scheduler_is_registered_and_runs(tiny_data):
         assert len(lrs(tiny_data, scheduler=name, epochs=2)) == 2
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=20)
 def test_schedules_shape_the_learning_rate(tiny_data):
     assert lrs(tiny_data, scheduler="none", epochs=2) == [0.01, 0.01]
     assert lrs(tiny_data, scheduler="step", step_size=2, gamma=0.5, epochs=4) == pytest.approx(

@@ -33,7 +33,7 @@ def rendered_text(url: str, profile) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
 
 
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow(seconds=90)
 def test_ui_shows_the_experiment_and_its_nested_runs(ray_local, workdir, blob_csv, monkeypatch):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (.ci/run installs it: apt-get install chromium)")

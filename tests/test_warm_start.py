@@ -237,7 +237,7 @@ def test_warm_start_from_an_untracked_then_from_a_tracked_sweep(ray_local, workd
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=90)
+@pytest.mark.slow(seconds=40)
 def test_a_resumed_warm_sweep_is_not_seeded_twice(ray_local, workdir, blob_csv, capsys):
     """SIGKILL a warm-started sweep once its first trial has reported, --resume it: the study it ends with
     holds each earlier trial once, and every trial of the sweep ran once. The cut is placed: trials hold

@@ -129,7 +129,7 @@ def check_prediction(answer: dict) -> None:
 # ---- The API
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=80)
 def test_portrait_yields_a_face_box_and_seven_probabilities(server):
     response = post(server, encoded(photos.astronaut()))
     assert response.status_code == 200, response.text
