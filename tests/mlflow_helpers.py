@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 
 BIN = str(Path(sys.executable).parent)  # mlflow's serving starts `uvicorn` from PATH
+# Every server a test starts: one uvicorn worker (MLflow's default is 4, each importing the whole server: 15-20 s
+# of CPU per start on 2 cores, for requests one test makes one at a time) and no GenAI job runner. A setting of
+# the environment, not a flag, so the README's own `mlflow server` command runs word for word.
+SERVER_ENV = {"MLFLOW_WORKERS": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def free_port() -> int:
@@ -44,7 +48,12 @@ def serving(command: list[str], ready_path: str, port: int, cwd=None, env=None, 
     """Run `command` (a server on `port`) until the block ends; yields its base URL once `ready_path` answers 200."""
     log = open(Path(cwd or ".") / f"server-{port}.log", "w+")
     process = subprocess.Popen(
-        command, cwd=cwd, env=env or subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=cwd,
+        env={**(env or subprocess_env()), **SERVER_ENV},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -7,7 +7,6 @@ End to end (Tandon 2020, Tynasello, Pham 2020, Dzubak): each runs in smoke mode,
 epoch on tiny data written here, with a local ImageNet weights cache written here too."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 import ray_cluster
+from interrupt import run_here
 from PIL import Image
 from test_transfer import write_imagenet
 
@@ -131,12 +131,13 @@ def torch_home():
     return home
 
 
-def run_smoke(space: str, data: Path, cwd: Path, torch_home: Path) -> pd.DataFrame:
+def run_smoke(space: str, data: Path, cwd: Path, torch_home: Path, monkeypatch, capsys) -> pd.DataFrame:
+    """`fer-tune run SPACE --smoke`, in this process (joined to the test run's Ray, whose workers read the weights
+    from `torch_home`): a subprocess would add 10-15 s of imports and joining per space and test nothing more."""
     command = [sys.executable, "-m", "fer_tune.cli", "run", str(SPACES / space), "--smoke", "--no-track"]
     command += ["--data", str(data), "--name", f"smoke-{Path(space).stem}"]
-    env = ray_cluster.env(TORCH_HOME=str(torch_home))  # the driver checks the weights where the trials read them
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))  # the driver checks the weights where the trials read them
+    run_here(command, capsys)
     trials = pd.read_csv(cwd / "results" / f"smoke-{Path(space).stem}" / "trials.csv")
     assert len(trials) == 2 and (trials["status"] == "completed").all(), trials.to_string()
     assert (trials["epochs_run"] == 1).all()
@@ -145,17 +146,17 @@ def run_smoke(space: str, data: Path, cwd: Path, torch_home: Path) -> pd.DataFra
 
 @pytest.mark.integration
 @pytest.mark.slow(seconds=90)
-def test_tynasello_runs_in_smoke_mode(workdir, torch_home):
-    trials = run_smoke("tynasello.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+def test_tynasello_runs_in_smoke_mode(ray_local, workdir, torch_home, monkeypatch, capsys):
+    trials = run_smoke("tynasello.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home, monkeypatch, capsys)
     assert set(trials["model"]) <= {"resnet50", "custom6"}
     assert (trials["input_size"] == 48).all(), trials.to_string()  # resnet50 at its smallest, not 224 or 96
 
 
 @pytest.mark.integration
 @pytest.mark.slow(seconds=90)
-def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(workdir, torch_home):
+def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(ray_local, workdir, torch_home, monkeypatch, capsys):
     folder = tiny_folder(workdir / "unique_images", DZUBAK_CLASSES)
-    trials = run_smoke("dzubak.yaml", folder, workdir, torch_home)
+    trials = run_smoke("dzubak.yaml", folder, workdir, torch_home, monkeypatch, capsys)
     assert set(trials["model"]) <= {"vgg16", "resnet50", "efficientnet_b0"}
     assert (trials["input_size"] == 48).all(), trials.to_string()
     sweep = (workdir / "results" / "smoke-dzubak" / "sweep.json").read_text()
@@ -164,10 +165,10 @@ def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(workdir, torch_home):
 
 @pytest.mark.integration
 @pytest.mark.slow(seconds=100)
-def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
+def test_pham2020_runs_in_smoke_mode_on_merged_sources(ray_local, workdir, torch_home, monkeypatch, capsys):
     tiny_folder(workdir / "data" / "jaffe", JAFFE_CLASSES, splits=("train",), per_class=2)
     tiny_folder(workdir / "data" / "faces", FACES_CLASSES, splits=("train",), per_class=2)
-    trials = run_smoke("pham2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+    trials = run_smoke("pham2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home, monkeypatch, capsys)
     # the RMN at 48 px and flip TTA: the real run's 224 px and ten crops made the smoke run minutes long
     assert (trials["input_size"] == 48).all() and (trials["tta"] == "flip").all(), trials.to_string()
     summary = (workdir / "results" / "smoke-pham2020" / "sweep.json").read_text()
@@ -176,8 +177,8 @@ def test_pham2020_runs_in_smoke_mode_on_merged_sources(workdir, torch_home):
 
 @pytest.mark.integration
 @pytest.mark.slow(seconds=60)
-def test_tandon2020_runs_in_smoke_mode_as_a_grid(workdir, torch_home):
-    trials = run_smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home)
+def test_tandon2020_runs_in_smoke_mode_as_a_grid(ray_local, workdir, torch_home, monkeypatch, capsys):
+    trials = run_smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home, monkeypatch, capsys)
     # A grid stays a grid: its first axis keeps two values, every other axis its first, so the two
     # trials differ in the model only (random sampling would draw augmentation, schedule and filter too).
     assert sorted(trials["model"]) == ["model2", "model3"]

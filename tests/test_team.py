@@ -87,7 +87,6 @@ def postgres_server(store: str, folder: Path, port: int) -> list[str]:
 
 
 START_S = 600  # for `mlflow server` to create its tables and answer: minutes on a loaded 2-core machine
-SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's GenAI job runner: not needed
 
 
 @pytest.mark.integration
@@ -111,7 +110,7 @@ def test_a_sweep_on_a_postgresql_server_restarted_mid_sweep(ray_local, workdir, 
         "resources: {cpu: 1}\nspace:\n  model: basic\n  batch_size: 16\n  augmentation: none\n"
         "  lr: {grid: [3.0e-3, 2.0e-3, 1.0e-3, 5.0e-4]}\n"
     )
-    env = subprocess_env(MLFLOW_TRACKING_URI=uri, **SERVER_ENV)
+    env = subprocess_env(MLFLOW_TRACKING_URI=uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     pending = workdir / "results" / "t1" / "mlflow-pending.jsonl"
     with postgres_database() as store:
@@ -221,7 +220,7 @@ def test_readme_team_setup_word_for_word(tmp_path):
     assert "\ntrainable:" not in quick
     (tmp_path / "search_spaces" / "quick.yaml").write_text(quick.rstrip("\n") + "\ntrainable: curve\n")
     # `fer-tune run` joins the test run's Ray (tests/ray_cluster.py) rather than starting one of its own
-    env = driver_env(PYTHONPATH=str(HERE.parent), **SERVER_ENV)
+    env = driver_env(PYTHONPATH=str(HERE.parent))
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
         for command in database_steps:
@@ -255,9 +254,7 @@ def test_a_server_whose_database_is_down_is_a_one_line_error(tmp_path, monkeypat
 
     port = free_port()
     with postgres_database() as store:
-        with serving(
-            postgres_server(store, tmp_path, port), "/health", port, tmp_path, subprocess_env(**SERVER_ENV), START_S
-        ):
+        with serving(postgres_server(store, tmp_path, port), "/health", port, tmp_path, subprocess_env(), START_S):
             name = store.rsplit("/", 1)[1]
             uri = f"http://127.0.0.1:{port}"
             MlflowClient(uri).search_experiments(max_results=1)  # warm: a busy machine answers a first call slowly
@@ -280,7 +277,7 @@ def test_two_sweeps_at_once_into_one_server_and_one_model(tmp_path, blob_csv):
     (the better, or on a tie the version registered first) and the other version as challenger."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    env = driver_env(MLFLOW_TRACKING_URI=uri, **SERVER_ENV)  # both drivers join the test run's Ray
+    env = driver_env(MLFLOW_TRACKING_URI=uri)  # both drivers join the test run's Ray
     (tmp_path / "pair.yaml").write_text(
         "name: pair\ntrainable: curve\nsearch: {algorithm: grid}\npruner: {name: none}\n"
         "mlflow: {register_as: fer-pair}\n"
