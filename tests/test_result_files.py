@@ -251,3 +251,30 @@ def test_run_warm_started_from_a_damaged_curves_csv_is_one_line(tmp_path, monkey
     assert main([*argv, "--data", str(blob_csv), "--storage", str(tmp_path / "ray")]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "results/old-1/curves.csv: " in err, err
+
+
+def missing(path):
+    path.unlink()
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("sweep.json", cut_mid_row, "sweep.json: not valid JSON"),
+        ("sweep.json", edit_json(lambda m: m["space"]["budget"].update(max_epochs=-3)),
+         "sweep.json: its space no longer validates (budget.max_epochs: "),
+        ("sweep.json", edit_json(lambda m: m["space"]["space"][0].update(kind="gaussian")),
+         "sweep.json: its space no longer validates (space.0.kind: "),
+        ("trials.csv", missing, "trials.csv: not found; the results folder is incomplete"),
+        ("trials.csv", binary, "trials.csv: unreadable"),
+    ],
+    ids=["sweep-json-cut", "space-invalid-now", "space-unknown-kind", "trials-missing", "trials-binary"],
+)  # fmt: skip
+def test_train_again_from_a_damaged_folder_is_one_line_and_trains_nothing(results, capsys, name, damage, message):
+    """`fer-tune train --trial` reads the same files through the same checks: a crash's or an old version's
+    leftovers are one line naming the file, before any training."""
+    damage(results / name)
+    assert main(["train", "--trial", f"{NAME}/a"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fer-tune: error: ") and err.count("\n") == 1 and message in err, err
+    assert not (results.parent.parent / "checkpoints").exists() and "Traceback" not in err

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from fer_tune.constants import RESULTS_DIR
-from fer_tune.core.config import trial_point
+from fer_tune.core.config import format_validation_error, trial_point
 from fer_tune.core.cost import COST_METRICS
 from fer_tune.errors import FerTuneError
 from fer_tune.search.direction import best_first, best_label
@@ -231,6 +232,16 @@ def read_sweep_json(meta: Path) -> dict:
     if not isinstance(space, dict) or not {"metric", "mode", "path"} <= set(space):
         raise FerTuneError(f"{meta}: no space with metric, mode and path; {INCOMPLETE}")
     return saved
+
+
+def saved_space(saved: dict, meta: Path | str) -> SpaceFile:
+    """The space a sweep.json recorded (read_sweep_json's "space"), validated: one written by an older
+    fer-tune, or edited since, may no longer be a valid space file."""
+    try:
+        return SpaceFile.model_validate(saved)
+    except ValidationError as err:
+        problem = format_validation_error(err, SpaceFile)
+        raise FerTuneError(f"{meta}: its space no longer validates ({problem}); run the space file again") from None
 
 
 def _first_line(err: Exception) -> str:

@@ -48,7 +48,7 @@ from fer_tune.search.pareto import pick_champion
 from fer_tune.search.plan import SweepPlan, storage_path
 from fer_tune.search.pruners import TIME_ATTR, DeadTrialStop, build_pruner, chance_rule
 from fer_tune.search.reruns import RERUN_FOLDER, rerun_configs, rerun_table, top_trials, write_reruns
-from fer_tune.search.results import RESULTS_DIR, TrialRecord, read_sweep_json, write_results
+from fer_tune.search.results import RESULTS_DIR, TrialRecord, read_sweep_json, saved_space, write_results
 from fer_tune.search.sampling import grid_points
 from fer_tune.search.searchers import FixedConfigs, build_searcher
 from fer_tune.search.sweep_file import SpaceFile, load_space
@@ -223,7 +223,7 @@ def reload_sweep(name: str) -> Sweep:
         raise FerTuneError(f"{meta_file}: not found; sweep {name} has not finished (resume it with --resume)")
     meta = read_sweep_json(meta_file)
     saved = meta["space"]
-    space = load_space(saved["path"]) if Path(saved["path"]).is_file() else SpaceFile.model_validate(saved)
+    space = load_space(saved["path"]) if Path(saved["path"]).is_file() else saved_space(saved, meta_file)
     run = meta.get("run") or {}
     storage = run.get("storage") or storage_path(None)
     data = space.data.load(run.get("data_source"))

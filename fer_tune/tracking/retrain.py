@@ -23,6 +23,7 @@ from fer_tune.constants import RESULTS_DIR
 from fer_tune.core.config import TrainConfig, make_train_config, trial_point
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_name, check_sweep_name
+from fer_tune.search.results import INCOMPLETE, read_sweep_json, read_trials_csv, saved_space
 from fer_tune.search.sweep_file import SpaceFile
 
 
@@ -47,13 +48,14 @@ def find_trial(ref: str, tracking_uri: str | None = None) -> FoundTrial:
 
 
 def _from_results(ref: str, sweep: str, trial_id: str) -> FoundTrial:
-    import pandas as pd
 
     folder = RESULTS_DIR / sweep
-    meta = json.loads((folder / "sweep.json").read_text())
-    space = SpaceFile.model_validate(meta["space"])
+    meta = read_sweep_json(folder / "sweep.json")
+    space = saved_space(meta["space"], folder / "sweep.json")
     run = meta.get("run") or {}
-    trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
+    if not (folder / "trials.csv").is_file():
+        raise FerTuneError(f"--trial {ref}: {folder / 'trials.csv'}: not found; {INCOMPLETE}")
+    trials = read_trials_csv(folder / "trials.csv", space.metric).astype({"trial_id": str})
     rows = trials[trials["trial_id"] == trial_id]
     if rows.empty:
         known = ", ".join(trials["trial_id"].head(5))
@@ -97,7 +99,7 @@ def _from_mlflow(ref: str, sweep: str, trial_id: str, tracking_uri: str | None) 
         meta = json.loads(Path(client.download_artifacts(parent.info.run_id, "sweep.json", folder)).read_text())
     point = {key: _param(value) for key, value in trial.data.params.items()}
     where = f"MLflow run {trial.info.run_id}"
-    space = SpaceFile.model_validate(meta["space"])
+    space = saved_space(meta.get("space"), f"MLflow run {parent.info.run_id}'s sweep.json")
     return FoundTrial(make_train_config(point, where=where), space, (meta.get("run") or {}).get("data_source"), where)
 
 
