@@ -278,3 +278,46 @@ def test_train_again_from_a_damaged_folder_is_one_line_and_trains_nothing(result
     err = capsys.readouterr().err
     assert err.startswith("fer-tune: error: ") and err.count("\n") == 1 and message in err, err
     assert not (results.parent.parent / "checkpoints").exists() and "Traceback" not in err
+
+
+def test_a_report_it_cannot_write_is_one_line_naming_the_path(results, capsys):
+    """A directory where report.html goes: the path and the reason, exit 1, no traceback."""
+    (results / "report.html").mkdir()
+    assert main(["report", NAME]) == 1
+    err = capsys.readouterr().err
+    assert err == f"fer-tune: error: results/{NAME}/report.html: Is a directory\n", err
+
+
+def test_a_read_only_results_folder_is_one_line_naming_the_path(pristine):
+    """A results folder this user may not write (chmod a-w; as root, whom modes do not stop, the command runs as
+    nobody): `fer-tune report` names the file it could not write and exits 1."""
+    import os
+    import stat
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="fer-tune-read-only-"))  # not under pytest's root-only temp folder
+    try:
+        shutil.copytree(pristine, root / "results")
+        for path in [root, *root.rglob("*")]:
+            path.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH if path.is_dir()
+                       else stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)  # fmt: skip
+        folder = root / "results" / NAME
+        folder.chmod(0o555)
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        home = root / "home"  # the user's own, writable: matplotlib's and fer-tune's caches
+        home.mkdir(mode=0o777)
+        home.chmod(0o777)
+        env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home), "FER_TUNE_CACHE": str(home / "cache")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+        done = subprocess.run([*as_user, sys.executable, "-m", "fer_tune.cli", "report", NAME], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert done.stderr == f"fer-tune: error: results/{NAME}/report.json: Permission denied\n", done.stderr
+        assert not (folder / "report.json").exists()
+    finally:
+        if (root / "results" / NAME).exists():
+            (root / "results" / NAME).chmod(0o755)
+        shutil.rmtree(root)

@@ -7,6 +7,7 @@ and mlflow are imported inside the commands, so `fer-tune --help` answers at onc
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from fer_tune.cli import data, models, report, serve, sweep, train
@@ -26,9 +27,19 @@ def main(argv: list[str] | None = None) -> int:
         # One line, without credentials, whatever a library put into the message.
         print(f"fer-tune: error: {' '.join(redact(str(err)).split(chr(10)))}", file=sys.stderr)
         return 1
+    except OSError as err:
+        if err.errno not in FILE_ERRORS or err.filename is None:
+            raise
+        # A folder it may not write (read-only, another user's, a full disk, a directory where a file goes):
+        # the path and the reason, whichever step met it; what the command wrote before stays as it was.
+        print(f"fer-tune: error: {redact(str(err.filename))}: {err.strerror}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fer-tune: interrupted", file=sys.stderr)
         return 130
+
+
+FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR}
 
 
 class Parser(argparse.ArgumentParser):
