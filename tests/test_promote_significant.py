@@ -137,3 +137,15 @@ def test_a_significantly_better_model_takes_the_champion_alias(first, tmp_path, 
     tags = client.get_model_version(MODEL, new.version).tags
     assert tags["promote_rule"] == "significant"
     assert tags["paired_test"].endswith(f"McNemar exact p = {p:.4g}: significantly better"), tags["paired_test"]
+
+
+def test_a_replayed_challenger_says_so_without_its_rival():
+    """`results sync` finds its version promoted already (registered_already: no rival at hand): its line says
+    challenger and champion unchanged, where it once raised TypeError on the missing rival."""
+    from fer_tune.tracking.champion import Registration
+
+    replayed = Registration("fer-x", "2", "challenger", 0.5, "test", "run", rival=None)
+    assert (
+        replayed.message
+        == "registered models:/fer-x/2 as fer-x@challenger: test accuracy 0.5000; fer-x@champion unchanged"
+    )

@@ -56,3 +56,39 @@ def test_the_claim_is_released_with_the_process(workdir, tmp_path):
     assert lock.is_file()
     with open(lock, "a") as again:
         fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise BlockingIOError if still held
+
+
+@pytest.mark.integration
+@pytest.mark.slow(seconds=70)
+def test_a_name_the_store_records_already_is_refused_before_ray(ray_local, workdir, blob_csv, capsys, monkeypatch):
+    """results/NAME deleted, NAME run again: the MLflow store still records sweep NAME (its run, its registered
+    version), where the new sweep would be filed and its promotion taken for a replay. Refused in one line
+    before Ray; the store keeps what it had. Resuming is not refused."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (workdir / "first.yaml").write_text(SPACE + "budget: {num_samples: 1, max_epochs: 1}\n")
+    argv = ["run", "first.yaml", "--name", "kept", "--data", str(blob_csv)]
+    assert main(argv) == 0
+    import shutil
+
+    from mlflow import MlflowClient
+
+    shutil.rmtree(workdir / "results" / "kept")
+    shutil.rmtree(workdir / "results" / "ray" / "kept")
+    capsys.readouterr()
+
+    def started(*_args, **_kwargs):
+        raise AssertionError("Ray was started before the name was refused")
+
+    monkeypatch.setattr("fer_tune.search.plan.prepare_cluster", started)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (
+        "--name kept: the MLflow store sqlite:///" in err and "/results/mlflow.db records a sweep of that name " in err
+    )
+    assert "already (run " in err and " of experiment twin), which this one would be filed under" in err
+    client = MlflowClient("sqlite:///results/mlflow.db")
+    [experiment] = [e.experiment_id for e in client.search_experiments() if e.name == "twin"]
+    assert len(client.search_runs([experiment], "tags.`fer_tune.role` = 'sweep'")) == 1
+    assert [str(v.version) for v in client.search_model_versions("name = 'fer-emotion'")] == ["1"]
+    assert not (workdir / "results" / "kept").exists() and not (workdir / "results" / "ray" / "kept").exists()

@@ -208,7 +208,7 @@ def run_space(
         check_storage(plan.storage)
     if plan.finished:
         raise SweepFinished(sync(plan.name) if tracking.unfinished(plan.name) else _finished_message(plan.name))
-    tracking.check()
+    tracking.check(None if plan.resume else plan.name)
     for note in space.pruner.ignored():
         print(f"{PREFIX} note: {space.path}: {note}", flush=True)
     space.data.check(data_source)  # the data's header and first rows, and the space's shape: before Ray starts

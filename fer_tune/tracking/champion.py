@@ -70,6 +70,8 @@ class Registration:
         if self.alias == CHAMPION:
             beaten = f", beating version {self.rival[0]} ({self.rival[1]:.4f})" if self.rival else ""
             return f"registered {self.uri} as {self.name}@champion: {score}{beaten}"
+        if self.rival is None:  # found registered already (a replay): the comparison was made then
+            return f"registered {self.uri} as {self.name}@challenger: {score}; {self.name}@champion unchanged"
         return (
             f"registered {self.uri} as {self.name}@challenger: {score} does not beat champion "
             f"version {self.rival[0]} ({self.rival[1]:.4f} on this data); {self.name}@champion unchanged"

@@ -34,6 +34,19 @@ def find_run(client: MlflowClient, experiment: str, **tags: str):
     return runs[0] if runs else None
 
 
+def recorded_sweep(client: MlflowClient, experiment: str, model: str, sweep: str) -> str | None:
+    """Where the store records a sweep named `sweep` already (its run in `experiment`, or a version of `model`
+    registered from it), or None. A sweep's name is its identity there: a new sweep of that name would be
+    filed under the old one's run and taken for a replay of its promotion."""
+    found = client.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "active":
+        run = find_run(client, found.experiment_id, **{SWEEP_TAG: sweep, ROLE_TAG: "sweep"})
+        if run is not None:
+            return f"run {run.info.run_id} of experiment {experiment}"
+    versions = client.search_model_versions(f"name = '{model}' and tags.sweep = '{sweep}'")
+    return f"{model} version {versions[0].version}" if versions else None
+
+
 class SweepRuns:
     """Finds or creates one sweep's parent run and its trials' child runs, by tag.
 

@@ -4,7 +4,7 @@ Both have the same methods (as nanochat's `wandb` and `DummyWandb`), so running 
 `if tracking:` branch:
 
     tracking = open_tracking(space, track=True)     # validates the file's `mlflow:` section
-    tracking.check()                                # the store answers and takes writes: before Ray or data
+    tracking.check(plan.name)                       # the store answers, takes writes, has no sweep of that name
     sweep = run_sweep(plan, data, callbacks=tracking.callbacks(plan.name, data))
     outcome = tracking.finish(sweep)                # artifacts, the champion; outcome.lines() to print
 
@@ -34,8 +34,9 @@ class Outcome(Protocol):
 
 
 class SweepTracking(Protocol):
-    def check(self) -> None:
-        """Cheap checks that the tracker can record (before Ray starts or the data loads)."""
+    def check(self, new_sweep: str | None = None) -> None:
+        """Cheap checks that the tracker can record (before Ray starts or the data loads); with `new_sweep`,
+        that it records no earlier sweep of that name (a new sweep, not a resumed one)."""
 
     def callbacks(self, name: str, data: FerDataset) -> list[tune.Callback]:
         """The Tune callbacks that record sweep `name` while it runs."""
@@ -57,10 +58,27 @@ class MlflowTracking:
         self.space, self.settings = space, mlflow_settings(space)
         self.tracker: Tracker | None = None
 
-    def check(self) -> None:
-        from fer_tune.tracking.store import check_store, tracking_uri
+    def check(self, new_sweep: str | None = None) -> None:
+        from fer_tune.errors import FerTuneError
+        from fer_tune.tracking.store import check_store, sqlite_path, tracking_uri
+        from fer_tune.uris import redact
 
-        check_store(tracking_uri(self.settings.tracking_uri), write=True)
+        uri = tracking_uri(self.settings.tracking_uri)
+        check_store(uri, write=True)
+        database = sqlite_path(uri)
+        if new_sweep is None or (database is not None and not database.is_file()):  # a new store records nothing
+            return
+        from mlflow import MlflowClient
+
+        from fer_tune.tracking.runs import recorded_sweep
+
+        experiment = self.settings.experiment or self.space.name
+        earlier = recorded_sweep(MlflowClient(uri), experiment, self.settings.register_as, new_sweep)
+        if earlier is not None:
+            raise FerTuneError(
+                f"--name {new_sweep}: the MLflow store {redact(uri)} records a sweep of that name already "
+                f"({earlier}), which this one would be filed under; choose another --name"
+            )
 
     def callbacks(self, name: str, data: FerDataset) -> list[tune.Callback]:
         from fer_tune.tracking.tracker import Tracker
@@ -97,7 +115,7 @@ class NoTracking:
     def __init__(self, space: SpaceFile):
         mlflow_settings(space)  # the file is checked whole either way: a typo there is an error now, not later
 
-    def check(self) -> None:
+    def check(self, new_sweep: str | None = None) -> None:
         pass
 
     def callbacks(self, name: str, data: FerDataset) -> list[tune.Callback]:
