@@ -104,8 +104,12 @@ def test_a_multi_objective_sweep_prunes_by_rank_registers_its_front_and_picks_th
     # A constraint no trial meets: a one-line message, and the champion alias stays where it was.
     (workdir / "none.yaml").write_text(space_text("none", "  width: 0.25\n  lr: 3.0e-3\n", 1, epochs=1))
     assert main(["run", "none.yaml", "--data", str(blob_csv), "--storage", str(workdir / "ray")]) != 0
-    errors = capsys.readouterr().err.splitlines()
+    printed = capsys.readouterr()
+    errors = printed.err.splitlines()
     assert any("champion.where: no trial on the front meets macs <= 1;" in line for line in errors), errors[-5:]
+    [report] = (workdir / "results").glob("none-*/report.json")  # and its report does not call it a deployment
+    assert json.loads(report.read_text())["answer"]["rule_unmet"].startswith("no trial meets the champion rule (macs")
+    assert "(not deployed)" in printed.out and "No trial meets" in (report.parent / "report.html").read_text()
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registration.version
 
 

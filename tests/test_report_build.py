@@ -102,3 +102,26 @@ def test_a_sweep_without_predictions_still_gets_a_report(tandon_folder):
     report = write_report(tandon_folder)
     assert report["how_sure"] == {} and "test" not in report["answer"]
     assert "no per-image predictions" in (tandon_folder / "report.html").read_text()
+
+
+def test_a_champion_rule_no_trial_met_is_not_called_a_deployment(tandon_folder):
+    """sweep.json's run.champion_rule, met by no trial: the answer is the best by the metric, said to be that
+    and not deployed (page and console line); met by a trial, the answer is the deployment again."""
+    from fer_tune.cli.report import headline
+
+    meta_file = tandon_folder / "sweep.json"
+    meta = json.loads(meta_file.read_text())
+    meta["run"]["champion_rule"] = {"rule": "latency_ms <= 1", "met_by": None}
+    meta_file.write_text(json.dumps(meta))
+    report = write_report(tandon_folder)
+    unmet = "no trial meets the champion rule (latency_ms <= 1); shown: the best by val_accuracy"
+    assert report["answer"]["rule_unmet"] == unmet
+    page = (tandon_folder / "report.html").read_text()
+    assert "No trial meets the champion rule" in page and "Deploy trial" not in page
+    assert headline(report).startswith(f"{unmet}, trial {report['answer']['trial_id']} (not deployed): ")
+
+    meta["run"]["champion_rule"]["met_by"] = report["answer"]["trial_id"]
+    meta_file.write_text(json.dumps(meta))
+    report = write_report(tandon_folder)
+    assert "rule_unmet" not in report["answer"] and headline(report).startswith("deploy trial ")
+    assert "Deploy trial" in (tandon_folder / "report.html").read_text()

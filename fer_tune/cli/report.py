@@ -41,6 +41,8 @@ def headline(report: dict) -> str:
     """The report's answer in one line."""
     answer = report["answer"]
     line = f"deploy trial {answer['trial_id']}"
+    if "rule_unmet" in answer:  # not a champion: the best by the metric, for reference
+        line = f"{answer['rule_unmet']}, trial {answer['trial_id']} (not deployed)"
     test = answer.get("test") or answer.get("validation")
     if test:
         low, high = test["accuracy_interval"]

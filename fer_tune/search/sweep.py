@@ -202,8 +202,10 @@ def _sweep(
     rule = sweep_chance_rule(space, data)
     records = [TrialRecord.from_result(result, space, rule) for result in result_grid]
     out_dir = RESULTS_DIR / name
-    trials = write_results(out_dir, records, space, data.summary(), run)
     best, selection = _best(records, space), None
+    if space.champion is not None:  # whether its rule was met, for the report (sweep.json's run.champion_rule)
+        run = {**run, "champion_rule": {"rule": space.champion.describe(), "met_by": best and best.trial_id}}
+    trials = write_results(out_dir, records, space, data.summary(), run)
     if rerun_grid is not None:  # the champion is the configuration with the best mean over fresh seeds
         order = [r.trial_id for r in top_trials(records, space)]
         selection = write_reruns(out_dir, rerun_table(rerun_grid, space, order, rule), trials, space)

@@ -72,7 +72,10 @@ def build_report(folder: Path) -> dict:
         "metric": metric,
         "mode": mode,
         "data": {"source": data["source"], "classes": data["classes"], "images": _split_sizes(data)},
-        "answer": answer(trials, curves, predictions, data, metric, selection.get("champion")),
+        "answer": {
+            **answer(trials, curves, predictions, data, metric, selection.get("champion")),
+            **rule_unmet(meta.get("run") or {}, metric),
+        },
         "reruns": selection,
         "how_sure": how_sure(predictions),
         "what_mattered": what_mattered(trials, curves, searched, metric, mode),
@@ -80,6 +83,15 @@ def build_report(folder: Path) -> dict:
         "seed_table": seed_table(trials, metric, mode) if applies(trials) else [],
         "left_out": left_out,
     }
+
+
+def rule_unmet(run: dict, metric: str) -> dict:
+    """{"rule_unmet": why} where the space's `champion:` rule admitted no trial (sweep.json's run.champion_rule):
+    the answer is then the best trial by the metric, shown for reference; no model took the champion alias."""
+    rule = run.get("champion_rule")
+    if not isinstance(rule, dict) or rule.get("met_by") is not None:
+        return {}
+    return {"rule_unmet": f"no trial meets the champion rule ({rule.get('rule')}); shown: the best by {metric}"}
 
 
 def _optional(section: str, left_out: list[dict], build):

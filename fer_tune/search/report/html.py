@@ -80,7 +80,11 @@ def _answer(report: dict) -> str:
     params = _table([(k, v) for k, v in answer["params"].items()], ["parameter", "value"])
     by_mean = (report.get("reruns") or {}).get("champion") == answer["trial_id"]
     chosen = " (the best mean over fresh seeds: see Re-runs)" if by_mean else ""
-    out = [f"<h2>The answer</h2><p>Deploy trial <b>{escape(answer['trial_id'])}</b>{chosen}:</p>{params}"]
+    lead = f"Deploy trial <b>{escape(answer['trial_id'])}</b>{chosen}:"
+    if "rule_unmet" in answer:  # no champion: the best by the metric, for reference only
+        lead = (f"<b>No trial meets the champion rule</b>: {escape(answer['rule_unmet'])}, trial "
+                f"<b>{escape(answer['trial_id'])}</b>, for reference; no model took the champion alias.")  # fmt: skip
+    out = [f"<h2>The answer</h2><p>{lead}</p>{params}"]
     rows = []
     for split in ("validation", "test"):
         if split in answer:
