@@ -293,6 +293,17 @@ def test_a_downloaded_folder_serves_the_same_model(server, folder_server, regist
     assert here["faces"][0]["probabilities"] == pytest.approx(there["faces"][0]["probabilities"], abs=1e-6)
 
 
+def test_every_link_the_banner_prints_answers(server, registered):
+    """`fer-tune serve`'s first line names the page and the API schema: each link it prints opens (the banner
+    once linked /docs, removed since, and answered 404)."""
+    port = server.rsplit(":", 1)[1]
+    banner = (registered.folder / f"server-{port}.log").read_text().splitlines()[0]
+    links = re.findall(r"http://[^\s;()]+", banner)
+    assert banner.startswith("fer-tune: serving ") and f"{server}/openapi.json" in links, banner
+    for link in links:
+        assert requests.get(link, timeout=30).status_code == 200, (link, banner)
+
+
 def test_openapi_schema_describes_both_routes(server):
     # No /docs nor /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, blank offline.
     for page in ("/docs", "/redoc"):
