@@ -13,3 +13,9 @@ PIXEL_MAX = 255  # images are stored as uint8 grey levels 0..255; models see the
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
 
 RESULTS_DIR = Path("results")  # sweeps' tables, Ray's storage and the default MLflow store, relative to the cwd
+# What else lives in results/ beside the sweeps' folders: no sweep may take these names.
+RAY_DIR = "ray"  # Ray's storage: results/ray/<sweep>/
+MLFLOW_DB = "mlflow.db"  # the default MLflow store
+MLFLOW_ARTIFACTS = "mlartifacts"  # its artifacts, beside it
+CLAIMS_DIR = ".claims"  # results/.claims/NAME.lock: held by the process running sweep NAME
+RESERVED_NAMES = (RAY_DIR, MLFLOW_DB, MLFLOW_ARTIFACTS, CLAIMS_DIR)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from fer_tune.constants import RESULTS_DIR
+from fer_tune.constants import RESERVED_NAMES, RESULTS_DIR
 from fer_tune.errors import FerTuneError
 
 NAME_MAX = 100  # characters; far under any filesystem's 255 bytes, with room for Ray's suffixes
@@ -49,6 +49,11 @@ def check_sweep_name(value: object, where: str) -> str:
     `../x` is. A results/ that is itself a link (to a larger disk) is the user's choice and stays.
     """
     name = check_name(value, where)
+    if name in RESERVED_NAMES:
+        raise FerTuneError(
+            f"{where} {name}: {RESULTS_DIR}/{name} is fer-tune's own ({', '.join(RESERVED_NAMES)} are); "
+            "choose another name"
+        )
     folder = RESULTS_DIR / name
     if folder.is_symlink():
         target = os.readlink(folder)

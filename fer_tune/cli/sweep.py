@@ -186,6 +186,7 @@ def run_space(
     """
     from fer_tune.cli.warm import load_warm_start, read_sources, source_names
     from fer_tune.constants import RESULTS_DIR
+    from fer_tune.data.cache import cache_dir
     from fer_tune.search.console import PREFIX
     from fer_tune.search.plan import claim_name, prepare_sweep, start_cluster
     from fer_tune.search.sweep import run_sweep
@@ -198,6 +199,7 @@ def run_space(
     where = dict(storage=storage, resume=resume, address=address, data_source=data_source)
     plan = prepare_sweep(space, name=name, **where)
     writable_folder(RESULTS_DIR, "results folder")
+    cache_dir()  # where parsed datasets are cached (HOME, FER_TUNE_CACHE): an unusable HOME is one line now
     claim_name(plan.name)  # a twin run started at the same moment refuses; checked again now that it is ours:
     plan = prepare_sweep(space, name=plan.name, **where)
     if "://" not in plan.storage:

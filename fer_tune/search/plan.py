@@ -20,7 +20,7 @@ from typing import IO
 
 from ray import tune
 
-from fer_tune.constants import RESULTS_DIR
+from fer_tune.constants import CLAIMS_DIR, RAY_DIR, RESULTS_DIR
 from fer_tune.errors import FerTuneError
 from fer_tune.search.cluster import check_resources, connect_ray
 from fer_tune.search.sweep_file import SpaceFile
@@ -65,7 +65,6 @@ def prepare_sweep(
     return SweepPlan(space, name, storage, resume, address, data_source, finished=done)
 
 
-CLAIMS_DIR = ".claims"  # results/.claims/NAME.lock: held by the process running sweep NAME
 _claimed: dict[str, IO] = {}  # open for this process's life: the lock goes when the process does, killed or not
 
 
@@ -131,7 +130,7 @@ def prepare_cluster(space: SpaceFile, address: str | None) -> None:
 
 def storage_path(storage: str | Path | None) -> str:
     """Ray's storage: an absolute local path (default results/ray), or a URI (s3://, gs://) as given."""
-    storage = str(storage or RESULTS_DIR / "ray")
+    storage = str(storage or RESULTS_DIR / RAY_DIR)
     return storage if "://" in storage else str(Path(storage).resolve())
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fer_tune.constants import RESULTS_DIR
+from fer_tune.constants import RAY_DIR, RESULTS_DIR
 from fer_tune.core.config import TrainConfig, make_train_config, trial_point
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_name, check_sweep_name
@@ -60,7 +60,7 @@ def _from_results(ref: str, sweep: str, trial_id: str) -> FoundTrial:
     if rows.empty:
         known = ", ".join(trials["trial_id"].head(5))
         raise FerTuneError(f"--trial {ref}: no trial {trial_id} in {folder / 'trials.csv'} (it has {known}, ...)")
-    storage = run.get("storage") or str(RESULTS_DIR / "ray")
+    storage = run.get("storage") or str(RESULTS_DIR / RAY_DIR)
     records = sorted(Path(storage).glob(f"{sweep}/*_{trial_id}/params.json")) if "://" not in storage else []
     if records:
         point, where = json.loads(records[0].read_text()), str(records[0])

@@ -15,11 +15,11 @@ from urllib.parse import unquote
 
 from mlflow import MlflowClient
 
-from fer_tune.constants import RESULTS_DIR
+from fer_tune.constants import MLFLOW_ARTIFACTS, MLFLOW_DB, RESULTS_DIR
 from fer_tune.errors import FerTuneError
 from fer_tune.uris import redact, split_credentials
 
-DEFAULT_DB = RESULTS_DIR / "mlflow.db"
+DEFAULT_DB = RESULTS_DIR / MLFLOW_DB
 
 
 PROBE_TIMEOUT_S = 5  # a tracking server answers a search in milliseconds; an absent one must not cost minutes
@@ -229,7 +229,7 @@ def artifacts_dir(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None  # a server or another database keeps artifacts where it is configured to
     database = Path(uri.removeprefix("sqlite:///").split("?")[0])  # relative, or absolute after a 4th slash
-    return database.resolve().parent / "mlartifacts"
+    return database.resolve().parent / MLFLOW_ARTIFACTS
 
 
 def artifact_root(uri: str, experiment: str) -> str | None:
