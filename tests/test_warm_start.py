@@ -151,6 +151,25 @@ def test_a_sweep_sharing_no_searched_parameter_is_refused(tmp_path, earlier):
         map_trials(unrelated, [earlier])
 
 
+def test_a_named_sweep_none_of_whose_trials_fits_is_refused_before_ray(tmp_path, earlier, monkeypatch, capsys):
+    """Every earlier lr lies below the new range (one trial has no score): a warm start asked for by name would
+    seed nothing and quietly start cold; it is one line, before Ray, saying why each trial was left out."""
+    from fer_tune.cli.main import main
+
+    def started(*_args, **_kwargs):
+        raise AssertionError("Ray was started before the bad input was found")
+
+    monkeypatch.setattr("fer_tune.search.plan.prepare_cluster", started)
+    monkeypatch.chdir(tmp_path)
+    space_from(tmp_path, "above", "\n  model: basic\n  lr: {loguniform: [5.0e-2, 1.0e-1]}\n", "trainable: curve\n")
+    assert main(["run", "above.yaml", "--no-track", "--warm-start", "old-1"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "fer-tune: error: --warm-start old-1: none of its 6 trials fits "
+        "above.yaml (5 with lr outside the space, 1 without a score): nothing to start from\n"
+    ), err
+
+
 def test_an_unknown_sweep_names_the_known_ones(tmp_path, earlier):
     with pytest.raises(FerTuneError, match=r"--warm-start nope: no finished sweep .*known: old-1"):
         read_results("nope", "val_accuracy", tmp_path / "results")

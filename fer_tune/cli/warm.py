@@ -25,7 +25,7 @@ def source_names(text: str) -> list[str]:
 def read_sources(space, names: list[str], track: bool) -> list | None:
     """The earlier sweeps `names` (source_names), read before Ray starts (a missing one is one line);
     None for `auto`, which needs the data's fingerprint to choose them."""
-    from fer_tune.search.warm_start import AUTO
+    from fer_tune.search.warm_start import AUTO, check_fit
 
     if space.search.algorithm == "grid":
         raise FerTuneError(
@@ -34,7 +34,9 @@ def read_sources(space, names: list[str], track: bool) -> list | None:
         )
     if names == [AUTO]:
         return None
-    return [_read(sweep, space, track) for sweep in dict.fromkeys(names)]
+    sweeps = [_read(sweep, space, track) for sweep in dict.fromkeys(names)]
+    check_fit(space, sweeps)
+    return sweeps
 
 
 def load_warm_start(space, name: str, data, sweeps: list | None, any_data: bool, track: bool):

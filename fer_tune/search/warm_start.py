@@ -216,6 +216,18 @@ def map_trials(space: SpaceFile, sweeps: list[EarlierSweep], any_data: bool = Fa
     return WarmStart(names, tuple(seeds), considered, skipped, tuple(dropped), space.warm_start.top_k, any_data)
 
 
+def check_fit(space: SpaceFile, sweeps: list[EarlierSweep]) -> None:
+    """Named earlier sweeps none of whose trials fits `space` (map_trials would seed nothing): one line, so a
+    warm start asked for by name never quietly starts cold."""
+    warm = map_trials(space, sweeps)
+    if warm.considered and not warm.seeds:
+        why = ", ".join(f"{count} {reason}" for reason, count in warm.skipped.most_common())
+        raise FerTuneError(
+            f"--warm-start {', '.join(warm.sources)}: none of its {warm.considered} trials fits {space.path} "
+            f"({why}): nothing to start from"
+        )
+
+
 def map_point(space: SpaceFile, recorded: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """(the point in the current space, None) or ({}, the first parameter whose value it no longer allows)."""
     point: dict[str, Any] = {"epochs": space.budget.max_epochs}
