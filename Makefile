@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint install clean bench screenshot
+.PHONY: run test test-fast lint install clean bench bench-gpu screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ screenshot: $(VENV)/.installed-test
 # Benchmarks (bench/): short by default; `make bench BENCH_ARGS=--full` for the real sizes.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
+# The GPU benchmark (bench/gpu.py) in one device call: fetches the wheels the GPU box lacks (pydantic and
+# its needs, for Python 3.12 there) into build/gpu-wheels and prints the call. It measures nothing here;
+# `$(BIN)/python -m bench.gpu --smoke --out /tmp/gpu-smoke` runs the same code on this CPU.
+bench-gpu: $(VENV)/.installed
+	$(BIN)/python -m bench.gpu --device-call
 
 clean:
 	rm -rf $(VENV) .pytest_cache $$(ls -d results/*/ | grep -v "^results/bench/")
