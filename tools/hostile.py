@@ -42,11 +42,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "SECRET"  # the credential every case that carries one uses
+SECRET = "Sekr1t-pw"  # the credential every case that carries one uses (not a word messages use: SECRET_ACCESS_KEY)
 GUARD = "127.0.0.1:1"  # nothing listens on port 1 (the loading trick)
 GUARD_SAID = re.compile(r"127\.0\.0\.1:1(?!\d)")
 TIMEOUT_S = 60
 TOKEN_URI = f"http://127.0.0.1:9/?token={SECRET}"  # nothing listens on port 9 either
+LONGEST_LINE = 2000  # a refusal longer than this is noise, however few its lines (an alias bomb's 58 MB)
 OUTCOMES = ("leak", "escape", "traceback", "crash", "hang", "absent", "silent", "late", "noisy", "misleading",
             "clean", "ok", "wrong")  # fmt: skip
 ABSENT = re.compile(r"unrecognized arguments:|invalid choice:")  # argparse, on a command or flag it lacks
@@ -153,6 +154,96 @@ def sweep(where: str, sweep_json: str | None = SWEEP_JSON, trials: str | None = 
     """A finished sweep's results folder at work/`where` (None: that file left out)."""
     files = {"sweep.json": sweep_json, "trials.csv": trials}
     return together(folder(where), *(raw(f"{where}/{name}", text) for name, text in files.items() if text is not None))
+
+
+FIXTURE_SPACE = """name: fixture
+trainable: curve
+search: {algorithm: grid}
+pruner: {name: none}
+budget: {num_samples: 1, max_epochs: 2}
+data: {source: synthetic, n: 200}
+space:
+  model: basic
+  batch_size: {grid: [16, 32]}
+  lr: 1.0e-3
+"""
+FIXTURE = Path("/tmp/hostile/fixture")  # results/s1, a real (curve) sweep's folder: made once, by ROOT's tree
+
+
+def finished_sweep() -> Path:
+    """results/s1 of a real sweep (2 curve trials, searching batch_size only), run once by this repository's
+    tree whichever tree is under test: the damage cases start from it."""
+    folder = FIXTURE / "results" / "s1"
+    if not (folder / "report.html").is_file():
+        shutil.rmtree(FIXTURE, ignore_errors=True)
+        FIXTURE.mkdir(parents=True)
+        (FIXTURE / "fixture.yaml").write_text(FIXTURE_SPACE)
+        env = case_env(ROOT, FIXTURE / "home", Path("/tmp/hr-fixture"), {})
+        (FIXTURE / "home").mkdir()
+        command = [sys.executable, "-m", "fer_tune.cli", "run", "fixture.yaml", "--no-track", "--name", "s1"]
+        subprocess.run(command, cwd=FIXTURE, env=env, check=True, capture_output=True, timeout=600)
+    return folder
+
+
+def damaged(edit: Callable[[Path], None] | None = None, name: str = "s1") -> Setup:
+    """The fixture sweep at work/results/`name`, with `edit` applied to that folder."""
+
+    def write(work: Path, base: dict) -> None:
+        shutil.copytree(finished_sweep(), work / "results" / name)
+        if edit is not None:
+            edit(work / "results" / name)
+
+    return write
+
+
+def cut(file: str) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        data = (folder / file).read_bytes()
+        (folder / file).write_bytes(data[: len(data) // 2])
+
+    return edit
+
+
+def replaced(file: str, content: bytes | None) -> Callable[[Path], None]:
+    """`file` replaced by `content` (None: removed; b"/": a directory in its place)."""
+
+    def edit(folder: Path) -> None:
+        (folder / file).unlink()
+        if content == b"/":
+            (folder / file).mkdir()
+        elif content is not None:
+            (folder / file).write_bytes(content)
+
+    return edit
+
+
+def registry(*models: str, sweep_run: str | None = None) -> Setup:
+    """results/mlflow.db holding registered `models` (a promotion lock is one), and with `sweep_run` a sweep
+    of that name in experiment `quick` (the tiny space's), as a finished tracked sweep leaves them."""
+
+    def write(work: Path, base: dict) -> None:
+        from mlflow import MlflowClient
+
+        (work / "results").mkdir(exist_ok=True)
+        client = MlflowClient(f"sqlite:///{work / 'results' / 'mlflow.db'}")
+        for model in models:
+            client.create_registered_model(model, tags={"owner": "dead-promoter", "host": "gone:1"})
+        if sweep_run:
+            experiment = client.create_experiment("quick")
+            client.create_run(experiment, tags={"fer_tune.sweep": sweep_run, "fer_tune.role": "sweep"})
+        Q(work, base)
+
+    return write
+
+
+DEEP_YAML = "name: deep\nspace:\n  model: " + "[" * 5000 + "]" * 5000 + "\n"
+BOMB_YAML = "".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 9 if p else ["lol"] * 9) + "]\n"
+                    for p, c in zip(["", *"abcdefg"], "abcdefgh")) + "name: *h\n"  # fmt: skip
+MERGE_YAML = (  # a block shared by merge key (<<: *anchor), as people share them between parameters
+    "name: merged\nspace:\n  model: basic\n  lr: &range {loguniform: [1.0e-4, 1.0e-2], default: 1.0e-3}\n"
+    "  weight_decay: {<<: *range, default: 1.0e-4}\n"
+)
+SPECIAL_PASSWORD = f"{SECRET}/#?@x"  # /, #, ? and @ end a naive URL parser's userinfo early
 
 
 # ---------------------------------------------------------------- the cases
@@ -320,6 +411,71 @@ def cases() -> list[Case]:
         Case("ok-results-fixture", "other", ["results", "s1"], expect="ok", setup=sweep("results/s1")),
         Case("ok-synth-small", "other", ["data", "synth", "--out", "s.csv", "--n", "100"], expect="ok",
              allowed=("s.csv",)),
+        # round 3 (issue 26): the classes of its eight parts
+        # 1-2. the promotion lock; features that broke the first time they were used
+        Case("r3-lock-models-list", "lock", ["models", "list"], expect="ok",
+             setup=registry("fer-emotion", "fer-emotion.promotion-lock")),
+        Case("r3-feat-nsga2-random", "feature", RUN, r"sampler", guard=True,
+             setup=space(search={"algorithm": "random", "sampler": "nsga2"})),
+        Case("r3-feat-separable-transfer", "feature",
+             ["train", "q.yaml", "--set", "model=resnet18", "--set", "width=1.0", "--set", "separable=true"],
+             r"separable", setup=Q),
+        Case("r3-feat-search-seed-negative", "feature", RUN, r"search\.seed", guard=True,
+             setup=space(search={"seed": -1})),
+        Case("r3-feat-seed-beyond-64-bits", "feature", ["train", "q.yaml", "--set", f"seed={2**70}"], r"seed",
+             setup=Q),
+        Case("r3-feat-width-1e7", "feature", ["train", "q.yaml", "--set", "width=1e7"], r"width", setup=Q),
+        # 3. credentials: any character in a password, a password in the space file, a secret in a storage query
+        Case("r3-cred-password-specials", "credentials", RUN_TRACKED, r"127\.0\.0\.1:9|MLflow", setup=Q,
+             env={"MLFLOW_TRACKING_URI": f"http://alice:{SPECIAL_PASSWORD}@127.0.0.1:9"}),
+        Case("r3-cred-space-file-password", "credentials", RUN_TRACKED, r"127\.0\.0\.1:9|MLflow",
+             setup=space(mlflow={"tracking_uri": f"http://alice:{SECRET}@127.0.0.1:9"})),
+        Case("r3-cred-storage-file-query", "credentials", RUN + ["--storage", f"file://{{case}}/st?sig={SECRET}"],
+             r"--storage", setup=Q),
+        # 4. the sweep's own files, damaged
+        Case("r3-own-report-curves-cut", "own-files", ["report", "s1"], r"curves\.csv",
+             setup=damaged(cut("curves.csv"))),
+        Case("r3-own-report-predictions-binary", "own-files", ["report", "s1"], expect="ok",
+             setup=damaged(replaced("predictions.csv", b"\x89PNG\r\n\x00\xff"))),
+        Case("r3-own-report-sweep-json-binary", "own-files", ["report", "s1"], r"sweep\.json",
+             setup=damaged(replaced("sweep.json", b"\xff\xfe\x00binary"))),
+        Case("r3-own-warm-start-curves-no-epoch", "own-files", RUN + ["--warm-start", "s1"], r"curves\.csv",
+             setup=together(Q, damaged(lambda f: (f / "curves.csv").write_text("trial_id,val_accuracy\nx,0.5\n")))),
+        # 5. paths: links out of results/, names inside other arguments, damaged sweeps, unwritable files
+        Case("r3-path-results-link-out", "paths", ["report", "s1"], r"s1", setup=together(
+            damaged(name="../outside"), lambda work, base: (work / "results" / "s1").symlink_to(work / "outside"))),
+        Case("r3-path-trial-quote", "paths", ["train", "--trial", "nosweep/x' OR tags.x = 'y"], r"--trial"),
+        Case("r3-path-trial-sweep-json-cut", "paths", ["train", "--trial", "s1/t"], r"sweep\.json",
+             setup=damaged(cut("sweep.json"))),
+        Case("r3-path-trial-no-trials-csv", "paths", ["train", "--trial", "s1/t"], r"trials\.csv",
+             setup=damaged(replaced("trials.csv", None))),
+        Case("r3-path-trial-space-invalid", "paths", ["train", "--trial", "s1/t"], r"sweep\.json.*validat",
+             setup=damaged(lambda f: (f / "sweep.json").write_text(
+                 (f / "sweep.json").read_text().replace('"max_epochs": 2', '"max_epochs": -3')))),
+        Case("r3-path-report-html-is-a-folder", "paths", ["report", "s1"], r"report\.html",
+             setup=damaged(replaced("report.html", b"/"))),
+        Case("r3-path-postgres-bad-port", "paths", ["models", "list"], r"port|99999",
+             env={"MLFLOW_TRACKING_URI": "postgresql://u@127.0.0.1:99999/db"}),
+        # 6. results lost: a dangling link as the name, a name the store already records
+        Case("r3-lost-dangling-link-name", "results-lost", RUN + ["--name", "d"], r"--name d|results/d",
+             setup=together(Q, folder("results"), lambda work, base: (work / "results" / "d").symlink_to("/none"))),
+        Case("r3-lost-name-in-store", "results-lost", RUN_TRACKED + ["--name", "kept"], r"--name kept",
+             setup=registry(sweep_run="kept")),
+        # 7. what fer-tune says about itself
+        Case("r3-print-home-empty", "self-print", RUN, r"HOME", setup=Q, env={"HOME": ""}, guard=True),
+        Case("r3-print-warm-start-shares-nothing", "self-print", RUN + ["--warm-start", "s1"], r"s1|share",
+             setup=together(Q, damaged())),
+        # 8. contradictions and shapes no one plans for
+        Case("r3-contra-random-startup-trials", "contradiction", RUN, r"startup_trials", guard=True,
+             setup=space(search={"algorithm": "random", "startup_trials": 5})),
+        Case("r3-contra-median-min-rung", "contradiction", RUN, expect="ok", guard=True,
+             setup=space(pruner={"name": "median", "min_rung_results": 2})),
+        Case("r3-contra-name-ray", "contradiction", RUN + ["--name", "ray"], r"--name", setup=Q),
+        Case("r3-shape-yaml-deep", "shape", RUN, r"q\.yaml", setup=raw("q.yaml", DEEP_YAML)),
+        Case("r3-shape-alias-bomb", "shape", RUN, r"q\.yaml", setup=raw("q.yaml", BOMB_YAML)),
+        Case("r3-shape-merge-keys", "shape", RUN, expect="ok", guard=True, setup=raw("q.yaml", MERGE_YAML)),
+        Case("r3-shape-zero-width-key", "shape", RUN, r"\\u200b|mod.*el", guard=True,
+             setup=raw("q.yaml", "name: z\nspace:\n  mod\u200bel: basic\n")),
     ]
     # fmt: on
 
@@ -342,10 +498,10 @@ def paths_under(top: Path, skip: tuple[Path, ...] = ()) -> set[Path]:
     return found
 
 
-def leaked_in(tops: list[Path]) -> str | None:
-    """The first regular file under `tops` holding SECRET."""
+def leaked_in(tops: list[Path], inputs: set[Path]) -> str | None:
+    """The first regular file under `tops` holding SECRET, the case's own `inputs` (its space file) aside."""
     for top in tops:
-        for path in sorted(paths_under(top)):
+        for path in sorted(paths_under(top) - inputs):
             try:
                 if stat.S_ISREG(path.lstat().st_mode) and SECRET.encode() in path.read_bytes():
                     return str(path)
@@ -410,7 +566,7 @@ def run_case(case: Case, tree: Path, label: str, index: int, base: dict, import_
     mine = [work / "results", *(work / a for a in case.allowed)]
     escaped = sorted(str(p) for p in created if not any(p == m or m in p.parents for m in mine))
     escaped += sorted(str(top / n) for n in {p.name for p in top.iterdir()} - top_before)
-    leak = (SECRET in text and "output") or leaked_in([here, ray_tmp])
+    leak = (SECRET in text and "output") or leaked_in([here, ray_tmp], before)
     result = {
         "id": case.id,
         "class": case.cls,
@@ -424,7 +580,8 @@ def run_case(case: Case, tree: Path, label: str, index: int, base: dict, import_
         "ray_started": any(ray_tmp.iterdir()),
         "leak": leak,
         "escaped": escaped[:5],
-        "lines": message_lines(shown),
+        "lines": [line[:LONGEST_LINE] for line in message_lines(shown)],
+        "longest": max(map(len, message_lines(shown)), default=0),
         "output": shown[-4000:],
     }
     result["outcome"] = classify(case, result)
@@ -464,7 +621,7 @@ def classify(case: Case, r: dict) -> str:
         return "silent"
     if r["ray_started"] or r["own_seconds"] > case.late_s:
         return "late"
-    if len(r["lines"]) > 1:
+    if len(r["lines"]) > 1 or r["longest"] > LONGEST_LINE:
         return "noisy"
     if not r["lines"] or not re.search(case.says, r["lines"][0]):
         return "misleading"
