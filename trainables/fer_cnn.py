@@ -16,6 +16,7 @@ import torch
 from fer_tune.core.checkpoint import load_checkpoint, save_checkpoint
 from fer_tune.core.config import make_train_config
 from fer_tune.core.cost import model_cost
+from fer_tune.core.threads import use_threads
 from fer_tune.core.training import fit
 from fer_tune.data.dataset import FerDataset
 from fer_tune.errors import FerTuneError
@@ -35,7 +36,7 @@ def train_fer_cnn(config: dict, data: FerDataset, unavailable: dict[str, str] | 
     if train_config.pretrained and train_config.model in (unavailable or {}):
         raise FerTuneError(unavailable[train_config.model])  # the driver's one line, before any work
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))  # Ray does not bound torch's intra-op threads itself
+    use_threads(share=cpus)  # Ray does not bound torch's intra-op threads itself
 
     resume = None
     checkpoint = tune.get_checkpoint()

@@ -1,9 +1,10 @@
-"""The registry side of the CLI: `fer-tune ui`, `fer-tune models list|download`, `fer-tune predict`.
+"""The registry side of the CLI: `fer-tune ui`, `fer-tune models list|download|export`, `fer-tune predict`.
 
     fer-tune ui                                            # the MLflow UI on http://127.0.0.1:5000, with links
                                                            # to the latest sweep's runs and its model
-    fer-tune models list                                   # versions, aliases, test accuracy
+    fer-tune models list                                   # versions, aliases, test accuracy, exports
     fer-tune models download models:/fer-emotion@champion --to deploy/
+    fer-tune models export models:/fer-emotion@champion --format onnx --int8 --out deploy/fer.onnx
     fer-tune models unlock fer-emotion                     # remove a promotion lock no sweep holds any more
     fer-tune predict --model models:/fer-emotion@champion face.jpg --detect-faces
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from fer_tune.cli.paths import given, given_path
 from fer_tune.cli.serve import listening_socket, port_number, url_host
+from fer_tune.cli.train import add_threads_flag, checked_threads
 from fer_tune.errors import FerTuneError
 from fer_tune.uris import redact
 
@@ -39,7 +41,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _store_option(ui)
     ui.set_defaults(handler=cmd_ui)
 
-    models = commands.add_parser("models", help="registered models: list, download, unlock")
+    models = commands.add_parser("models", help="registered models: list, download, export, unlock")
     models = models.add_subparsers(metavar="ACTION")
     listing = models.add_parser("list", help="registered models: versions, aliases, test accuracy")
     listing.add_argument("name", nargs="?", default=None, help="only this registered model")
@@ -55,6 +57,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     download.add_argument("--force", action="store_true", help="replace what a non-empty --to folder holds")
     _store_option(download)
     download.set_defaults(handler=cmd_models_download)
+    export = models.add_parser("export", help="write a model as an ONNX file (and int8), checked against torch")
+    export.add_argument("uri", type=given, help="models:/NAME@ALIAS, models:/NAME/VERSION or a downloaded folder")
+    export.add_argument("--format", type=given, required=True, help="file format: onnx (checked by the export)")
+    export.add_argument("--out", type=given_path, required=True, metavar="FILE", help="file to write, e.g. fer.onnx")
+    export.add_argument("--int8", action="store_true", help="also write FILE's int8 twin (fer.int8.onnx), calibrated")
+    export.add_argument("--force", action="store_true", help="replace existing files")
+    _store_option(export)
+    export.set_defaults(handler=cmd_models_export)
 
     predict = commands.add_parser("predict", help="print the emotion and class probabilities of each image")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files of any size and mode")
@@ -64,6 +74,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--detect-faces", action="store_true", help="crop the largest face first (OpenCV Haar cascade)"
     )
+    add_threads_flag(predict, "default: every CPU this process may use")
     _store_option(predict)
     predict.set_defaults(handler=cmd_predict)
 
@@ -125,6 +136,7 @@ def cmd_models_list(args) -> int:
     import pandas as pd
 
     from fer_tune.serving.model import trained_on
+    from fer_tune.tracking.exports import exported_formats
     from fer_tune.tracking.front import FRONT_TAG
     from fer_tune.tracking.promotion import is_lock_model
 
@@ -156,6 +168,7 @@ def cmd_models_list(args) -> int:
                 "eval_split": v.tags.get("eval_split", "-"),
                 "data_fingerprint": v.tags.get("data_fingerprint", "-"),
                 "sweep": v.tags.get("sweep") or v.tags.get(FRONT_TAG, "-"),
+                "exports": exported_formats(v.tags),  # `fer-tune models export`: onnx, onnx_int8
                 "trained_on": trained_on(_data_source(client, v.run_id)).removeprefix("trained on "),
                 **_objectives(v.tags),
             }
@@ -211,12 +224,21 @@ def cmd_models_download(args) -> int:
     return 0
 
 
+def cmd_models_export(args) -> int:
+    from fer_tune.serving.export import ExportRequest, export_model
+
+    export_model(ExportRequest(args.uri, args.format, args.out, args.int8, args.force, args.tracking_uri))
+    return 0
+
+
 def cmd_predict(args) -> int:
     import numpy as np
 
+    from fer_tune.core.threads import use_threads
     from fer_tune.serving.images import load_image
     from fer_tune.serving.model import load_model
 
+    use_threads(override=checked_threads(args))
     faces, notes = zip(*(load_image(path, args.detect_faces) for path in args.images))  # bad files fail first
     model = load_model(args.model, _model_store(args, args.model))
     probabilities = model.predict(np.stack(faces))

@@ -10,6 +10,19 @@ import argparse
 
 from fer_tune.cli.paths import given, given_path, writable_file
 from fer_tune.errors import FerTuneError
+from fer_tune.numbers import parse_int, whole_number
+
+MAX_THREADS = 1024
+
+
+def add_threads_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    """--threads N: torch's CPU threads (fer_tune.core.threads decides them without it)."""
+    parser.add_argument("--threads", type=parse_int, default=None, metavar="N", help=f"torch's CPU threads ({default})")
+
+
+def checked_threads(args) -> int | None:
+    """--threads, checked before any work (1 to MAX_THREADS), or None."""
+    return None if args.threads is None else whole_number(args.threads, "--threads", low=1, high=MAX_THREADS)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -25,6 +38,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--data", type=given, help="data source overriding the file's data.source")
     train.add_argument("--save", type=given_path, default=None, help="write the final training state (a .pt file)")
+    add_threads_flag(train, "default: the space's resources.cpu, at most the CPUs this process may use")
     train.set_defaults(handler=cmd_train)
 
 
@@ -70,18 +84,22 @@ def cmd_train(args) -> int:
         source = args.data or space.data.source
     if args.save:
         writable_file(args.save, "--save")  # before training: a run must not end unable to save
+    checked_threads(args)
 
     import torch
     from tqdm import tqdm
 
+    from fer_tune.core.threads import use_threads
     from fer_tune.core.training import fit
 
-    if args.trial:  # as the trial ran: its CPU share bounds torch's threads (CPU sums depend on them)
-        torch.set_num_threads(max(1, int(space.resources.cpu)))
+    # The CPUs a trial of this space gets (resources.cpu), as a sweep runs it: a --trial run then sums as the
+    # trial did (CPU sums depend on the threads), and threads never outnumber the CPUs (core/threads.py).
+    threads = use_threads(share=space.resources.cpu, override=args.threads)
 
     data = space.data.load(source)
     print(f"data: {data.source} — train {len(data.train)}, validation {len(data.validation)}")
     print("config: " + ", ".join(f"{k}={v}" for k, v in config.model_dump().items()))
+    print(f"threads: {threads} (resources.cpu {space.resources.cpu:g}; --threads to change)")
     final_state = {}
     with tqdm(total=config.epochs, unit="epoch", desc=config.model) as bar:
 
