@@ -145,7 +145,7 @@ def run_smoke(space: str, data: Path, cwd: Path, torch_home: Path, monkeypatch, 
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=90)
+@pytest.mark.slow(seconds=60)
 def test_tynasello_runs_in_smoke_mode(ray_local, workdir, torch_home, monkeypatch, capsys):
     trials = run_smoke("tynasello.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home, monkeypatch, capsys)
     assert set(trials["model"]) <= {"resnet50", "custom6"}
@@ -153,7 +153,7 @@ def test_tynasello_runs_in_smoke_mode(ray_local, workdir, torch_home, monkeypatc
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=90)
+@pytest.mark.slow(seconds=60)
 def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(ray_local, workdir, torch_home, monkeypatch, capsys):
     folder = tiny_folder(workdir / "unique_images", DZUBAK_CLASSES)
     trials = run_smoke("dzubak.yaml", folder, workdir, torch_home, monkeypatch, capsys)
@@ -164,7 +164,7 @@ def test_dzubak_runs_in_smoke_mode_on_a_four_class_folder(ray_local, workdir, to
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=100)
+@pytest.mark.slow(seconds=70)
 def test_pham2020_runs_in_smoke_mode_on_merged_sources(ray_local, workdir, torch_home, monkeypatch, capsys):
     tiny_folder(workdir / "data" / "jaffe", JAFFE_CLASSES, splits=("train",), per_class=2)
     tiny_folder(workdir / "data" / "faces", FACES_CLASSES, splits=("train",), per_class=2)
@@ -176,7 +176,7 @@ def test_pham2020_runs_in_smoke_mode_on_merged_sources(ray_local, workdir, torch
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=30)
 def test_tandon2020_runs_in_smoke_mode_as_a_grid(ray_local, workdir, torch_home, monkeypatch, capsys):
     trials = run_smoke("tandon2020.yaml", tiny_csv(workdir / "fer.csv"), workdir, torch_home, monkeypatch, capsys)
     # A grid stays a grid: its first axis keeps two values, every other axis its first, so the two

@@ -182,7 +182,7 @@ def team_setup_commands() -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=170)
+@pytest.mark.slow(seconds=150)
 def test_readme_team_setup_word_for_word(tmp_path):
     import os
     import shlex

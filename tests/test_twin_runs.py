@@ -59,7 +59,7 @@ def test_the_claim_is_released_with_the_process(workdir, tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow(seconds=60)
 def test_a_name_the_store_records_already_is_refused_before_ray(ray_local, workdir, blob_csv, capsys, monkeypatch):
     """results/NAME deleted, NAME run again: the MLflow store still records sweep NAME (its run, its registered
     version), where the new sweep would be filed and its promotion taken for a replay. Refused in one line
