@@ -55,19 +55,12 @@ def syncs_in_one_epoch(data: FerDataset, batches: int, monkeypatch, **config) ->
     return counts
 
 
-MIXUP_SYNCS = pytest.mark.xfail(
-    strict=True,
-    reason="fer_tune.core.augment.mixup returns lam as a float (.item(), one sync a batch); "
-    "returning it as a 0-d tensor on the device would remove it",
-)
-
-
 @pytest.mark.parametrize(
     "config",
     [
         pytest.param({}, id="defaults"),
         pytest.param({"augmentation": "trans10", "scheduler": "onecycle", "class_weights": True}, id="busy"),
-        pytest.param({"mixup_alpha": 0.4}, id="mixup", marks=MIXUP_SYNCS),
+        pytest.param({"mixup_alpha": 0.4}, id="mixup"),
     ],
 )
 def test_training_syncs_do_not_grow_with_batches(tiny_data, monkeypatch, config):

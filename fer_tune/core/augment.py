@@ -332,17 +332,18 @@ def tta_views(images: torch.Tensor, tta: str, size: int = CROP_SIZE) -> list[tor
 
 def mixup(
     images: torch.Tensor, labels: torch.Tensor, alpha: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Blend every image with a random partner from the batch (Zhang et al. 2017,
     https://arxiv.org/abs/1710.09412); lam ~ Beta(alpha, alpha), one draw per batch.
 
     Returns (mixed, labels_a, labels_b, lam); train on
-    lam * loss(out, labels_a) + (1 - lam) * loss(out, labels_b).
+    lam * loss(out, labels_a) + (1 - lam) * loss(out, labels_b). lam is a 0-d tensor on the images'
+    device: a Python float would cost a host sync every batch (tests/test_host_syncs.py).
     """
     if not alpha > 0:
         raise FerTuneError(f"mixup alpha must be > 0, got {alpha!r}")
     # Beta(a, a) is the first coordinate of Dirichlet(a, a); torch.distributions takes no generator.
     concentration = torch.full((2,), float(alpha), device=images.device)
-    lam = torch._sample_dirichlet(concentration, generator)[0].item()
+    lam = torch._sample_dirichlet(concentration, generator)[0]
     perm = torch.randperm(images.shape[0], generator=generator, device=images.device)
     return lam * images + (1 - lam) * images[perm], labels, labels[perm], lam
