@@ -53,7 +53,7 @@ def test_sweep_tracked_on_an_mlflow_server(ray_local, workdir, blob_csv, monkeyp
     assert list((workdir / "served").rglob("sweep.json")) and list((workdir / "served").rglob("model.pt2"))
 
 
-@pytest.mark.parametrize("uri", ["foo://nowhere", "http://127.0.0.1:{port}"])
+@pytest.mark.parametrize("uri", ["foo://nowhere", "http://127.0.0.1:{port}", "postgresql://127.0.0.1:99999/db"])
 def test_an_unusable_store_is_a_one_line_error(uri, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a closed port fails at once
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
