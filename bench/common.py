@@ -16,13 +16,15 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "bench"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "bench"
 NO_GPU = "not measured here: no GPU lent to this task"
 REPRODUCE = {  # the command behind each bench's figures (add --full for the real sizes)
     "pipeline": ".venv/bin/python -m bench.pipeline",
@@ -61,11 +63,23 @@ def describe(info: dict, load: bool = True) -> str:
     return f"{info['cpu']}, {info['cores']} cores{busy}, {gpu}, torch {info['torch']}"
 
 
-class Recorder:
-    """Appends one JSON line per figure to `out_dir/<bench>.json` and prints it."""
+def git_commit() -> str:
+    """HEAD, '+dirty' when the tree has changes; 'unknown' where there is no git (a copied tree: pass --commit)."""
+    git = {"capture_output": True, "text": True, "cwd": ROOT}  # the tree measured, wherever the bench ran from
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], check=True, **git).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], **git).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
-    def __init__(self, bench: str, mode: str, out_dir: Path | str | None = None):
-        self.bench, self.mode = bench, mode
+
+class Recorder:
+    """Appends one JSON line per figure to `out_dir/<bench>.json` and prints it; every line names the commit
+    measured (`commit`, else git's HEAD, '+dirty' where the tree has changes) so it is reproducible from the tree."""
+
+    def __init__(self, bench: str, mode: str, out_dir: Path | str | None = None, commit: str | None = None):
+        self.bench, self.mode, self.commit = bench, mode, commit or git_commit()
         self.out_dir = Path(out_dir or RESULTS)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.machine = machine()
@@ -78,6 +92,7 @@ class Recorder:
             "value": None if value is None else round(float(value), 4),
             "unit": unit,
             "mode": self.mode,
+            "commit": self.commit,
             **({"target": target} if target else {}),
             **details,
             "machine": {**self.machine, "load_average_1min": round(os.getloadavg()[0], 2)},  # load when measured

@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from bench import packing
-from bench.common import Recorder, cpu_model, peak_rss_mb, write_readme
+from bench.common import Recorder, cpu_model, git_commit, peak_rss_mb, write_readme
 from fer_tune.core.augment import create_augmentation
 from fer_tune.core.checkpoint import STATE_FILE, save_checkpoint
 from fer_tune.core.config import TrainConfig
@@ -675,21 +675,10 @@ def run_context(args: argparse.Namespace, device: torch.device) -> dict:
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "cudnn_version": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "commit": args.commit or git_commit(),
         "command": "python -m bench.gpu " + " ".join(sys.argv[1:]),
         "seeds": {"data": DATA_SEED, "train": TRAIN_SEED, "packed_trials": "0..K-1"},
         "sizes": args.sizes.name,
     }
-
-
-def git_commit() -> str:
-    """HEAD, '+dirty' when the tree has changes; 'unknown' where there is no git (a copied tree: pass --commit)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def fer2013_sized(sizes: Sizes) -> FerDataset:
@@ -706,7 +695,7 @@ def run(args: argparse.Namespace) -> Bench:
     if args.sizes.threads:
         torch.set_num_threads(args.sizes.threads)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
-    record = Recorder("gpu", args.sizes.name, args.out)
+    record = Recorder("gpu", args.sizes.name, args.out, commit=args.commit)
     data = fer2013_sized(args.sizes)
     with tempfile.TemporaryDirectory() as folder:
         faces = packing.save_faces(data, Path(folder))

@@ -103,6 +103,15 @@ def test_not_measured_figures_have_a_null_value_and_a_reason(tmp_path):
     assert "not measured here" in (common.write_readme(tmp_path)).read_text()
 
 
+def test_every_figure_names_the_commit_it_measured(tmp_path):
+    """A figure is reproducible from the tree: HEAD (with '+dirty' for uncommitted changes), or the one given."""
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=common.ROOT).stdout.strip()
+    assert common.Recorder("trial", "short", tmp_path)("x", 1.0, "s")["commit"].startswith(head)
+    assert common.Recorder("gpu", "smoke", tmp_path, commit="abc123")("x", 1.0, "s")["commit"] == "abc123"
+
+
 def test_meets_reads_the_target():
     assert common.meets(12.0, ">= 10") and not common.meets(9.9, ">= 10")
     assert common.meets(0.4, "< 1") and common.meets(15, "<= 15") and common.meets(None, "< 1") is None
