@@ -36,6 +36,20 @@ def tiny_data() -> FerDataset:
     )
 
 
+def forbid_ray(monkeypatch) -> None:
+    """Fail the test if a sweep gets as far as starting or joining Ray: what it checks must come first."""
+
+    def started(*_args, **_kwargs):
+        raise AssertionError("Ray was started before the bad input was found")
+
+    monkeypatch.setattr("fer_tune.search.plan.prepare_cluster", started)
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    forbid_ray(monkeypatch)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Parsed-data caches go to a per-session temporary folder, never ~/.cache."""

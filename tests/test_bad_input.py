@@ -37,16 +37,6 @@ def space_file(workdir):
     return workdir / "bad.yaml"
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Fail the test if a sweep gets as far as starting or joining Ray."""
-
-    def started(*_args, **_kwargs):
-        raise AssertionError("Ray was started before the bad input was found")
-
-    monkeypatch.setattr("fer_tune.search.plan.prepare_cluster", started)
-
-
 # --- space files: encodings, size, what the path is -------------------------------------------------
 
 

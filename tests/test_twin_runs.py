@@ -5,6 +5,7 @@ second refuses in one line, before Ray, instead of writing its trials into the f
 import fcntl
 
 import pytest
+from conftest import forbid_ray
 
 from fer_tune.cli.main import main
 from fer_tune.search import plan
@@ -76,10 +77,7 @@ def test_a_name_the_store_records_already_is_refused_before_ray(ray_local, workd
     shutil.rmtree(workdir / "results" / "ray" / "kept")
     capsys.readouterr()
 
-    def started(*_args, **_kwargs):
-        raise AssertionError("Ray was started before the name was refused")
-
-    monkeypatch.setattr("fer_tune.search.plan.prepare_cluster", started)
+    forbid_ray(monkeypatch)
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
