@@ -207,7 +207,9 @@ def load_sweep(name: str | None = None) -> SavedSweep:
 
 
 def read_trials_csv(path: Path, metric: str) -> pd.DataFrame:
-    """results/<name>/trials.csv, checked: a crash or a full disk can leave it empty or cut short."""
+    """results/<name>/trials.csv, checked: a crash or a full disk can leave it missing, empty or cut short."""
+    if not path.is_file():
+        raise FerTuneError(f"{path}: not found; {INCOMPLETE}")
     try:
         trials = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:

@@ -23,7 +23,7 @@ from fer_tune.constants import RAY_DIR, RESULTS_DIR
 from fer_tune.core.config import TrainConfig, make_train_config, trial_point
 from fer_tune.errors import FerTuneError
 from fer_tune.names import check_name, check_sweep_name
-from fer_tune.search.results import INCOMPLETE, read_sweep_json, read_trials_csv, saved_space
+from fer_tune.search.results import read_sweep_json, read_trials_csv, saved_space
 from fer_tune.search.sweep_file import SpaceFile
 
 
@@ -53,8 +53,6 @@ def _from_results(ref: str, sweep: str, trial_id: str) -> FoundTrial:
     meta = read_sweep_json(folder / "sweep.json")
     space = saved_space(meta["space"], folder / "sweep.json")
     run = meta.get("run") or {}
-    if not (folder / "trials.csv").is_file():
-        raise FerTuneError(f"--trial {ref}: {folder / 'trials.csv'}: not found; {INCOMPLETE}")
     trials = read_trials_csv(folder / "trials.csv", space.metric).astype({"trial_id": str})
     rows = trials[trials["trial_id"] == trial_id]
     if rows.empty:
